@@ -41,7 +41,7 @@ def bytes_to_unicode() -> dict[int, str]:
             printable.append(b)
             chars.append(256 + extra)
             extra += 1
-    return dict(zip(printable, map(chr, chars)))
+    return dict(zip(printable, map(chr, chars), strict=True))
 
 
 def write_sd2_tokenizer(out_dir: Path) -> None:
@@ -49,7 +49,8 @@ def write_sd2_tokenizer(out_dir: Path) -> None:
     import open_clip
 
     bpe = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
-    merges = gzip.open(bpe, "rt", encoding="utf-8").read().split("\n")[1 : 49152 - 256 - 2 + 1]
+    with gzip.open(bpe, "rt", encoding="utf-8") as f:
+        merges = f.read().split("\n")[1 : 49152 - 256 - 2 + 1]
     merges = [tuple(m.split()) for m in merges]
     alphabet = list(bytes_to_unicode().values())
     tokens = alphabet + [a + "</w>" for a in alphabet] + ["".join(m) for m in merges]

@@ -145,9 +145,7 @@ def check_mask(fill_mask: np.ndarray, mask_path: Path, target_size: tuple[int, i
             " masks must match the target size (resize the mask with nearest-neighbour sampling)"
         )
     if not fill_mask.any():
-        raise SceneError(
-            f"{mask_path} has no fill pixels: paint the region to fill in white (255)"
-        )
+        raise SceneError(f"{mask_path} has no fill pixels: paint the region to fill in white (255)")
     if fill_mask.all():
         raise SceneError(
             f"{mask_path} is white everywhere, so nothing of the target is known: "
@@ -459,3 +457,55 @@ def quiet_libraries() -> None:
     diffusers.utils.logging.set_verbosity_error()
     transformers.utils.logging.set_verbosity_error()
     warnings.filterwarnings("ignore", message=".*safety_checker.*")
+
+
+# ---------------------------------------------------------------------------------------------
+# LoRA (peft), in the standard diffusers file format
+# ---------------------------------------------------------------------------------------------
+UNET_LORA_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]  # every attention projection
+TEXT_LORA_MODULES = ["q_proj", "k_proj", "v_proj", "out_proj"]
+
+
+def add_lora(unet, text_encoder, rank: int, alpha: float, dropout: float) -> None:
+    """Attach trainable LoRA adapters to the UNet and text-encoder attention projections."""
+    from peft import LoraConfig
+
+    for model, modules in ((unet, UNET_LORA_MODULES), (text_encoder, TEXT_LORA_MODULES)):
+        model.add_adapter(
+            LoraConfig(
+                r=rank,
+                lora_alpha=alpha,
+                lora_dropout=dropout,
+                init_lora_weights="gaussian",
+                target_modules=modules,
+            )
+        )
+
+
+def save_lora(output_dir: str | os.PathLike, unet, text_encoder) -> Path:
+    """Write `pytorch_lora_weights.safetensors` (UNet + text-encoder keys, alpha in metadata)
+    atomically, loadable by any StableDiffusionInpaintPipeline.load_lora_weights(output_dir)."""
+    from diffusers import StableDiffusionInpaintPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    def metadata(model) -> dict:
+        config = model.peft_config["default"].to_dict()
+        config = {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.items()}
+        return config
+
+    path = Path(output_dir) / LORA_FILE
+    with atomic_path(path) as tmp:
+        StableDiffusionInpaintPipeline.save_lora_weights(
+            tmp.parent,
+            unet_lora_layers=convert_state_dict_to_diffusers(
+                get_peft_model_state_dict(unet, save_embedding_layers=False)
+            ),
+            text_encoder_lora_layers=convert_state_dict_to_diffusers(
+                get_peft_model_state_dict(text_encoder, save_embedding_layers=False)
+            ),
+            weight_name=tmp.name,
+            unet_lora_adapter_metadata=metadata(unet),
+            text_encoder_lora_adapter_metadata=metadata(text_encoder),
+        )
+    return path
