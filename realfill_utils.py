@@ -455,7 +455,9 @@ def quiet_libraries() -> None:
     import transformers
 
     diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", message=".*safety_checker.*")
 
 

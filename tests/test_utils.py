@@ -1,0 +1,174 @@
+"""Scene loading, mask reading, compositing and atomic writes (realfill_utils)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from conftest import make_scene
+from PIL import Image
+
+import realfill_utils as ru
+
+
+def _mask_array(h=20, w=30):
+    mask = np.zeros((h, w), dtype=np.uint8)
+    mask[5:12, 8:20] = 255
+    return mask
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "1", "I;16", "LA"])
+def test_masks_of_every_mode_binarise_to_the_same_fill(tmp_path, mode):
+    mask = _mask_array()
+    image = Image.fromarray(mask)
+    if mode == "I;16":
+        image = Image.fromarray(mask.astype(np.uint16) * 257)
+    elif mode != "L":
+        image = image.convert(mode)
+    path = tmp_path / f"mask-{mode.replace(';', '')}.png"
+    image.save(path)
+    np.testing.assert_array_equal(ru.load_mask(path), mask > 0)
+
+
+def test_rgba_mask_carried_in_alpha(tmp_path):
+    mask = _mask_array()
+    rgba = np.zeros((*mask.shape, 4), dtype=np.uint8)
+    rgba[..., 3] = mask  # black everywhere, the fill region opaque
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "m.png")
+    np.testing.assert_array_equal(ru.load_mask(tmp_path / "m.png"), mask > 0)
+
+
+def test_load_image_applies_exif_rotation_and_drops_alpha(tmp_path):
+    array = np.zeros((10, 20, 3), dtype=np.uint8)
+    array[:, :5] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    Image.fromarray(array).save(tmp_path / "r.jpg", exif=exif, quality=95)
+    image = ru.load_image(tmp_path / "r.jpg")
+    assert image.size == (10, 20) and image.mode == "RGB"
+    rgba = np.zeros((4, 4, 4), dtype=np.uint8)  # fully transparent -> white background
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    assert np.asarray(ru.load_image(tmp_path / "a.png")).min() == 255
+
+
+def test_16bit_image_is_scaled_not_clipped(tmp_path):
+    Image.fromarray(np.full((4, 4), 32768, dtype=np.uint16)).save(tmp_path / "g.png")
+    assert np.asarray(ru.load_image(tmp_path / "g.png"))[0, 0, 0] == 128
+
+
+def test_scene_ignores_hidden_and_non_images_with_one_warning(scene_dir):
+    (scene_dir / "ref" / ".DS_Store").write_bytes(b"\0\1")
+    (scene_dir / "ref" / ".ipynb_checkpoints").mkdir()
+    (scene_dir / "ref" / "notes.txt").write_text("hi")
+    Image.new("RGB", (30, 20), "red").save(scene_dir / "ref" / "extra.webp")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scene = ru.load_scene(scene_dir)
+    assert len([w for w in caught if "ignoring 3" in str(w.message)]) == 1
+    assert [p.name for p in scene.reference_paths] == ["0.png", "1.jpg", "2.png", "extra.webp"]
+    assert scene.fill_mask.dtype == bool and scene.fill_mask.sum() == 24 * 20
+    assert scene.gt is not None and scene.target.size == (48, 40)
+
+
+def _broken(scene_dir, what):
+    target = scene_dir / "target"
+    if what == "no references":
+        for p in (scene_dir / "ref").iterdir():
+            p.unlink()
+    elif what == "missing target":
+        (target / "target.png").unlink()
+    elif what == "missing mask":
+        (target / "mask.png").unlink()
+    elif what == "mask size":
+        Image.new("L", (40, 40), 255).save(target / "mask.png")
+    elif what == "corrupt image":
+        (scene_dir / "ref" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    elif what == "empty mask":
+        Image.new("L", (48, 40), 0).save(target / "mask.png")
+    elif what == "full mask":
+        Image.new("L", (48, 40), 255).save(target / "mask.png")
+    elif what == "gt size":
+        Image.new("RGB", (10, 10)).save(target / "gt.png")
+
+
+@pytest.mark.parametrize(
+    "what, expected",
+    [
+        ("no references", "no reference images"),
+        ("missing target", "target.png: missing"),
+        ("missing mask", "mask.png: missing"),
+        ("mask size", "masks must match the target size"),
+        ("corrupt image", "0.png: cannot read this image"),
+        ("empty mask", "no fill pixels"),
+        ("full mask", "nothing of the target is known"),
+        ("gt size", "ground truth must match"),
+    ],
+)
+def test_bad_scenes_raise_clear_errors(scene_dir, what, expected):
+    _broken(scene_dir, what)
+    with pytest.raises(ru.SceneError, match=expected):
+        ru.load_scene(scene_dir)
+
+
+def test_output_dir_not_writable(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ru.SceneError, match="not writable"):
+        ru.check_output_dir(tmp_path / "file" / "out")
+
+
+def test_composite_keeps_known_pixels_outside_the_feather_band(tmp_path):
+    scene = ru.load_scene(make_scene(tmp_path / "s", size=(45, 31), hole=(10, 8, 30, 20)))
+    generated = Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 24, 3), np.uint8))
+    out = ru.composite(generated, scene.target, scene.fill_mask, radius=3)
+    assert out.size == scene.target.size
+    alpha = ru.feather(scene.fill_mask, 3)
+    outside = alpha == 0
+    target, result = np.asarray(scene.target), np.asarray(out)
+    np.testing.assert_array_equal(result[outside], target[outside])
+    assert (alpha[scene.fill_mask] == 1).all()
+    assert 0 < alpha[(alpha > 0) & ~scene.fill_mask].size  # a real band exists
+    from scipy.ndimage import distance_transform_edt
+
+    assert distance_transform_edt(~scene.fill_mask)[alpha > 0].max() < 3 + 1
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    with pytest.raises(RuntimeError), ru.atomic_path(tmp_path / "x.json") as tmp:
+        tmp.write_text("half")
+        raise RuntimeError
+    assert list(tmp_path.iterdir()) == []
+    ru.atomic_write_json({"a": 1}, tmp_path / "x.json")
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_model_size_keeps_aspect_and_multiples():
+    assert ru.model_size((512, 512), 512, 64) == (512, 512)
+    width, height = ru.model_size((768, 512), 512, 64)
+    assert (width % 64, height % 64) == (0, 0) and height == 512 and width == 768
+    assert ru.model_size((45, 31), 64, 4) == (92, 64)
+
+
+def test_uncached_hub_id_fails_fast_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ru.SceneError, match="unavailable"):
+        ru.resolve_model_path("nobody/not-a-cached-model")
+
+
+def test_broken_tokenizer_is_caught(tiny_model, tmp_path):
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model, copy)
+    for name in ("vocab.json", "merges.txt", "tokenizer.json"):
+        (copy / "tokenizer" / name).unlink(missing_ok=True)
+    with pytest.raises((ru.SceneError, OSError, ValueError, TypeError)):
+        ru.load_components(copy)
+
+
+def test_tiny_model_has_the_full_sd2_vocabulary(tiny_model):
+    components = ru.load_components(tiny_model)
+    assert len(components.tokenizer) == 49408
+    assert components.tokenizer("a photo of sks").input_ids == [49406, 320, 1125, 539, 48136, 49407]
+    assert components.tokenizer.pad_token_id == 0
+    assert components.unet.config.in_channels == 9

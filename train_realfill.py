@@ -1,0 +1,710 @@
+"""Fine-tune Stable Diffusion 2 inpainting on one scene with LoRA (RealFill, Tang et al. 2024).
+
+The references in `<scene>/ref/` and the known part of `<scene>/target/target.png` are learnt
+with random masks; the target's hole (white in `target/mask.png`) never contributes. The output
+folder gets `pytorch_lora_weights.safetensors` (loadable by any diffusers inpainting pipeline)
+and `realfill_settings.json`, which `infer.py --model_path` reads.
+
+    accelerate launch train_realfill.py --train_data_dir data/Custom/1 --output_dir runs/1-model
+    python train_realfill.py --pretrained_model_name_or_path models/tiny-sd2-inpainting \\
+        --train_data_dir data/Custom/1 --output_dir runs/tiny --resolution 64 --max_train_steps 20
+
+Defaults are the paper's recipe: 2,000 steps, batch 16, LoRA rank 8 (alpha 16, dropout 0.1) on
+the UNet and text-encoder attention, learning rates 2e-4 / 4e-5, resolution 512.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import random
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import realfill_utils as ru
+
+SCHEMA_VERSION = 1  # of realfill_settings.json
+PROMPT_DROPOUT = 0.1  # the paper drops the prompt with p = 0.1 ...
+FULL_MASK_PROBABILITY = 0.1  # ... and fills everything (all-ones mask) with p = 0.1
+CROP_SCALE = (0.5, 1.0)  # random resized crop: fraction of the image area kept
+CROP_RATIO = (3 / 4, 4 / 3)  # and its aspect-ratio range
+MAX_RECTANGLES = 5  # random training masks: union of 1..MAX_RECTANGLES rectangles
+PREVIEW_SCHEDULER, PREVIEW_STEPS = "dpmsolver++", 25  # validation previews, not final results
+ADAM_WEIGHT_DECAY = 1e-2
+MAX_GRAD_NORM = 1.0
+
+logger = logging.getLogger("realfill")
+
+
+# ---------------------------------------------------------------------------------------------
+# Data: every image decoded once, every batch drawn fresh in the main process (no workers)
+# ---------------------------------------------------------------------------------------------
+def random_fill_mask(size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random training mask (size, size), float 1 = fill: a union of random rectangles or, with
+    p = 0.5, its complement; with p = FULL_MASK_PROBABILITY everything is filled."""
+
+    def uniform(low: float, high: float) -> float:
+        return low + (high - low) * torch.rand((), generator=generator).item()
+
+    if torch.rand((), generator=generator).item() < FULL_MASK_PROBABILITY:
+        return torch.ones(size, size)
+    mask = torch.zeros(size, size)
+    count = int(torch.randint(1, MAX_RECTANGLES + 1, (), generator=generator))
+    for _ in range(count):
+        h, w = int(uniform(0.1, 0.6) * size), int(uniform(0.1, 0.6) * size)
+        y, x = int(uniform(0, 1) * (size - h)), int(uniform(0, 1) * (size - w))
+        mask[y : y + max(h, 1), x : x + max(w, 1)] = 1.0
+    if torch.rand((), generator=generator).item() < 0.5:
+        mask = 1.0 - mask
+    return mask
+
+
+def random_crop_box(
+    height: int, width: int, generator: torch.Generator | None = None
+) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of a random crop with area in CROP_SCALE and aspect in CROP_RATIO."""
+    area = height * width
+    log_ratio = (math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]))
+    for _ in range(10):
+        scale = CROP_SCALE[0] + (CROP_SCALE[1] - CROP_SCALE[0]) * torch.rand(
+            (), generator=generator
+        )
+        ratio = math.exp(
+            log_ratio[0] + (log_ratio[1] - log_ratio[0]) * torch.rand((), generator=generator)
+        )
+        w = int(round(math.sqrt(area * scale.item() * ratio)))
+        h = int(round(math.sqrt(area * scale.item() / ratio)))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, (), generator=generator))
+            left = int(torch.randint(0, width - w + 1, (), generator=generator))
+            return top, left, h, w
+    side = min(height, width)  # fallback: the largest centred square
+    return (height - side) // 2, (width - side) // 2, side, side
+
+
+class SceneSampler:
+    """The scene's references and target as tensors in memory, drawn into training batches.
+
+    The target's hole is replaced by flat grey at load time, so whatever the file holds there
+    can never reach the model, and its `hole` channel is carried so the loss can ignore it.
+    """
+
+    def __init__(self, scene: ru.Scene, resolution: int):
+        self.resolution = resolution
+        self.images: list[torch.Tensor] = []  # (3, H, W) float in [-1, 1]
+        self.holes: list[torch.Tensor] = []  # (1, H, W) float, 1 = unknown pixel
+        for image in [*scene.references, scene.target]:
+            array = torch.from_numpy(np.asarray(image, dtype=np.float32).copy())
+            self.images.append(array.permute(2, 0, 1) / 127.5 - 1.0)
+        for reference in scene.references:
+            self.holes.append(torch.zeros(1, reference.size[1], reference.size[0]))
+        hole = torch.from_numpy(scene.fill_mask.astype(np.float32))[None]
+        self.holes.append(hole)
+        self.images[-1] = self.images[-1] * (1.0 - hole)  # grey (0) inside the hole
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict:
+        """A fresh batch: images (B,3,R,R) in [-1,1], fill_mask (B,1,R,R) 1 = masked for the
+        model, hole (B,1,R,R) 1 = pixel unknown in the scene (only ever set for the target)."""
+        size = self.resolution
+        indices = torch.randint(0, len(self), (batch_size,), generator=generator)
+        images, fill_masks, holes = [], [], []
+        for index in indices.tolist():
+            image, hole = self.images[index], self.holes[index]
+            top, left, h, w = random_crop_box(image.shape[1], image.shape[2], generator)
+            crop = torch.cat([image, hole])[None, :, top : top + h, left : left + w]
+            crop = F.interpolate(
+                crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+            )[0]
+            # A pixel touched at all by the hole counts as unknown.
+            hole = (crop[3:] > 0).float()
+            images.append(crop[:3].clamp(-1, 1))
+            holes.append(hole)
+            # Unknown pixels are always masked for the model: they must not be shown to it.
+            fill_masks.append(torch.maximum(random_fill_mask(size, generator)[None], hole))
+        return {
+            "images": torch.stack(images),
+            "fill_mask": torch.stack(fill_masks),
+            "hole": torch.stack(holes),
+        }
+
+
+def masked_mse(
+    prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    """Mean squared error over the weighted elements only (weight broadcast over channels),
+    normalised by the weight sum, not by the element count."""
+    weight = weight.expand_as(prediction).float()
+    squared = (prediction.float() - target.float()) ** 2
+    return (squared * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def known_latent_weight(hole: torch.Tensor, latent_size: tuple[int, int]) -> torch.Tensor:
+    """Loss weight at latent resolution: 1 where the whole latent cell is known, else 0."""
+    return 1.0 - F.adaptive_max_pool2d(hole, latent_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# One training step
+# ---------------------------------------------------------------------------------------------
+def training_loss(batch: dict, models: dict, prompt_ids: torch.Tensor, empty_ids: torch.Tensor):
+    """Noise-prediction loss of one batch (on the models' device, in their dtype).
+
+    The UNet sees noisy latents + the training mask + latents of the masked image, exactly as
+    StableDiffusionInpaintPipeline feeds it at inference.
+    """
+    vae, unet, text_encoder, noise_scheduler = (
+        models["vae"],
+        models["unet"],
+        models["text_encoder"],
+        models["noise_scheduler"],
+    )
+    device, dtype = models["device"], models["weight_dtype"]
+    images = batch["images"].to(device, dtype)
+    fill_mask = batch["fill_mask"].to(device, dtype)
+    batch_size = images.shape[0]
+    scaling = vae.config.scaling_factor
+    with torch.no_grad():
+        latents = vae.encode(images).latent_dist.sample() * scaling
+        masked = images * (fill_mask < 0.5)
+        masked_latents = vae.encode(masked).latent_dist.sample() * scaling
+    latent_size = latents.shape[-2:]
+    mask_latent = F.interpolate(fill_mask, size=latent_size)  # nearest, as the pipeline does
+    noise = torch.randn_like(latents)
+    timesteps = torch.randint(
+        0, noise_scheduler.config.num_train_timesteps, (batch_size,), device=device
+    )
+    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+    drop_prompt = torch.rand(batch_size, device=device) < PROMPT_DROPOUT
+    input_ids = torch.where(drop_prompt[:, None], empty_ids.to(device), prompt_ids.to(device))
+    hidden = text_encoder(input_ids, return_dict=False)[0]
+    model_input = torch.cat([noisy, mask_latent, masked_latents], dim=1)
+    prediction = unet(model_input, timesteps, hidden, return_dict=False)[0]
+    if noise_scheduler.config.prediction_type == "v_prediction":
+        target = noise_scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        target = noise
+    weight = known_latent_weight(batch["hole"].to(device, torch.float32), tuple(latent_size))
+    return masked_mse(prediction, target, weight)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: everything needed to continue exactly, written atomically
+# ---------------------------------------------------------------------------------------------
+def trainable_state(models) -> dict[str, torch.Tensor]:
+    return {
+        f"{prefix}.{name}": param.detach().cpu().clone()
+        for prefix, model in models.items()
+        for name, param in model.named_parameters()
+        if param.requires_grad
+    }
+
+
+def rng_state() -> dict:
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    """Finished checkpoints, oldest first (partial ones start with a dot and are skipped)."""
+    folder = output_dir / "checkpoints"
+    found = folder.glob("checkpoint-*") if folder.is_dir() else []
+    return sorted((p for p in found if p.name.split("-")[-1].isdigit()), key=checkpoint_step)
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(path.name.split("-")[-1])
+
+
+def save_checkpoint(
+    accelerator, output_dir: Path, step: int, lora_models, optimizer, scheduler, limit
+):
+    """Write checkpoints/checkpoint-<step>/ atomically: a partial folder renamed when complete."""
+    final = output_dir / "checkpoints" / f"checkpoint-{step}"
+    partial = final.with_name(f".{final.name}.partial")
+    if accelerator.is_main_process:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    torch.save(rng_state(), partial / f"rng_state_{accelerator.process_index}.pt")
+    if accelerator.is_main_process:
+        torch.save(
+            {
+                "step": step,
+                "lora": trainable_state(lora_models),
+                "optimizer": optimizer.state_dict(),
+                "lr_scheduler": scheduler.state_dict(),
+                "num_processes": accelerator.num_processes,
+            },
+            partial / "state.pt",
+        )
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        partial.rename(final)
+        for old in list_checkpoints(output_dir)[:-limit] if limit > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def load_checkpoint(accelerator, path: Path, lora_models, optimizer, scheduler) -> int:
+    """Restore LoRA weights, optimizer, LR schedule and this process's RNG; return the step."""
+    state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+    if state["num_processes"] != accelerator.num_processes:
+        raise ru.SceneError(
+            f"{path} was written by {state['num_processes']} process(es), this run has "
+            f"{accelerator.num_processes}: resume with the same number of processes"
+        )
+    params = {
+        f"{prefix}.{name}": param
+        for prefix, model in lora_models.items()
+        for name, param in model.named_parameters()
+        if param.requires_grad
+    }
+    if params.keys() != state["lora"].keys():
+        raise ru.SceneError(
+            f"{path} holds LoRA weights of another shape (different --lora_rank or base model): "
+            "resume with the settings it was trained with, or start a new --output_dir"
+        )
+    with torch.no_grad():
+        for name, param in params.items():
+            param.copy_(state["lora"][name])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["lr_scheduler"])
+    set_rng_state(
+        torch.load(
+            path / f"rng_state_{accelerator.process_index}.pt",
+            map_location="cpu",
+            weights_only=False,
+        )
+    )
+    return state["step"]
+
+
+def resolve_resume(spec: str | None, output_dir: Path) -> Path | None:
+    if not spec:
+        return None
+    if spec == "latest":
+        found = list_checkpoints(output_dir)
+        return found[-1] if found else None
+    path = Path(spec)
+    if not (path / "state.pt").is_file():
+        raise ru.SceneError(
+            f"{path}: not a checkpoint folder (no state.pt); pass a checkpoints/checkpoint-<step> "
+            "folder or 'latest'"
+        )
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation previews with the in-memory models
+# ---------------------------------------------------------------------------------------------
+def run_validation(accelerator, components, scene, args, step: int, weight_dtype) -> None:
+    """Complete the ORIGINAL target with the current models; log and save a preview grid."""
+    from PIL import Image
+
+    unet, text_encoder = (
+        accelerator.unwrap_model(m) for m in (components.unet, components.text_encoder)
+    )
+    view = ru.Components(
+        components.path,
+        components.tokenizer,
+        text_encoder,
+        components.vae,
+        unet,
+        components.scheduler_config,
+    )
+    unet.eval()
+    text_encoder.eval()
+    device = accelerator.device
+    devices = [device] if device.type == "cuda" else []
+    # Validation must not move the training RNG: a run with previews equals one without.
+    with (
+        torch.random.fork_rng(devices=devices),
+        torch.no_grad(),
+        torch.autocast(device.type, dtype=weight_dtype, enabled=weight_dtype != torch.float32),
+    ):
+        pipe = ru.make_pipeline(view, PREVIEW_SCHEDULER)
+        seeds = [args.seed + i for i in range(args.num_validation_images)]
+        raw = ru.generate(
+            pipe,
+            scene.target,
+            scene.fill_mask,
+            seeds,
+            prompt=args.prompt,
+            resolution=args.resolution,
+            num_inference_steps=PREVIEW_STEPS,
+            multiple=components.size_multiple,
+        )
+    unet.train()
+    text_encoder.train()
+    completions = [ru.composite(r, scene.target, scene.fill_mask, ru.FEATHER_RADIUS) for r in raw]
+    grid = Image.new("RGB", (scene.target.width * len(completions), scene.target.height))
+    for i, completion in enumerate(completions):
+        grid.paste(completion, (i * scene.target.width, 0))
+    ru.atomic_save_image(grid, args.output_dir / "validation" / f"step-{step:06d}.png")
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            stack = np.stack([np.asarray(c) for c in completions])
+            tracker.writer.add_images("validation", stack, step, dataformats="NHWC")
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------
+def train(args: argparse.Namespace) -> Path:
+    """Train LoRA adapters on one scene; return the output folder."""
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, set_seed
+    from diffusers import DDPMScheduler
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import cast_training_params
+    from tqdm.auto import tqdm
+
+    # Everything a user can get wrong is checked before any model is loaded.
+    scene = ru.load_scene(args.train_data_dir)
+    args.output_dir = ru.check_output_dir(args.output_dir)
+    resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(
+            project_dir=args.output_dir, logging_dir=args.output_dir / "logs"
+        ),
+    )
+    device = accelerator.device
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
+        accelerator.mixed_precision, torch.float32
+    )
+    if weight_dtype == torch.float16 and device.type != "cuda":
+        raise ru.SceneError(
+            "--mixed_precision fp16 needs a CUDA GPU; on the CPU use --mixed_precision bf16 or no"
+        )
+    if args.allow_tf32 and device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    set_seed(args.seed, device_specific=True)  # each process draws its own batches
+
+    components = ru.load_components(args.pretrained_model_name_or_path)
+    if args.resolution % components.size_multiple:
+        raise ru.SceneError(
+            f"--resolution {args.resolution} is not a multiple of {components.size_multiple}, "
+            "which this model's VAE and UNet need"
+        )
+    vae, unet, text_encoder = components.vae, components.unet, components.text_encoder
+    for model in (vae, unet, text_encoder):
+        model.requires_grad_(False)
+    ru.add_lora(unet, text_encoder, args.lora_rank, args.lora_alpha, args.lora_dropout)
+    vae.to(device, weight_dtype)
+    unet.to(device, weight_dtype)
+    text_encoder.to(device, weight_dtype)
+    cast_training_params([unet, text_encoder], dtype=torch.float32)  # LoRA weights stay fp32
+    if args.enable_xformers_memory_efficient_attention:
+        enable_xformers(unet, device)
+    if args.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+        text_encoder.gradient_checkpointing_enable()
+
+    param_groups = [
+        {
+            "params": [p for p in unet.parameters() if p.requires_grad],
+            "lr": args.unet_learning_rate,
+        },
+        {
+            "params": [p for p in text_encoder.parameters() if p.requires_grad],
+            "lr": args.text_encoder_learning_rate,
+        },
+    ]
+    optimizer = make_optimizer(param_groups, args.use_8bit_adam)
+    scheduler_name = args.lr_scheduler
+    if scheduler_name == "constant" and args.lr_warmup_steps > 0:
+        scheduler_name = "constant_with_warmup"
+        if accelerator.is_main_process:
+            print(f"--lr_scheduler constant with {args.lr_warmup_steps} warmup steps: warming up")
+    lr_scheduler = get_scheduler(
+        scheduler_name,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps,
+        num_training_steps=args.max_train_steps,
+    )
+    unet, text_encoder, optimizer = accelerator.prepare(unet, text_encoder, optimizer)
+    components.unet, components.text_encoder = unet, text_encoder
+    lora_models = {
+        "unet": accelerator.unwrap_model(unet),
+        "text_encoder": accelerator.unwrap_model(text_encoder),
+    }
+    noise_scheduler = DDPMScheduler.from_config(components.scheduler_config)
+    tokenize = lambda text: (
+        components.tokenizer(  # noqa: E731
+            text,
+            padding="max_length",
+            max_length=components.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+    )
+    prompt_ids, empty_ids = tokenize(args.prompt), tokenize("")
+    models = {
+        "vae": vae,
+        "unet": unet,
+        "text_encoder": text_encoder,
+        "noise_scheduler": noise_scheduler,
+        "device": device,
+        "weight_dtype": weight_dtype,
+    }
+    sampler = SceneSampler(scene, args.resolution)
+
+    step = 0
+    if resume is not None:
+        step = load_checkpoint(accelerator, resume, lora_models, optimizer, lr_scheduler)
+        if accelerator.is_main_process:
+            print(f"resumed from {resume} at step {step}")
+    if accelerator.is_main_process and args.report_to != "none":
+        accelerator.init_trackers("realfill", config=tracker_config(args))
+    unet.train()
+    text_encoder.train()
+    progress = tqdm(
+        total=args.max_train_steps,
+        initial=step,
+        desc="training",
+        disable=not accelerator.is_main_process,
+        dynamic_ncols=True,
+    )
+    while step < args.max_train_steps:
+        with accelerator.accumulate(unet, text_encoder):
+            batch = sampler.sample(args.train_batch_size)
+            with accelerator.autocast():
+                loss = training_loss(batch, models, prompt_ids, empty_ids)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(
+                    [p for group in param_groups for p in group["params"]], MAX_GRAD_NORM
+                )
+            optimizer.step()
+            lr_scheduler.step() if accelerator.sync_gradients else None
+            optimizer.zero_grad(set_to_none=args.set_grads_to_none)
+        if not accelerator.sync_gradients:
+            continue
+        step += 1
+        progress.update(1)
+        loss_value = accelerator.reduce(loss.detach(), reduction="mean").item()
+        progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2e}")
+        accelerator.log(
+            {
+                "loss": loss_value,
+                "lr/unet": lr_scheduler.get_last_lr()[0],
+                "lr/text_encoder": lr_scheduler.get_last_lr()[1],
+            },
+            step=step,
+        )
+        if args.checkpointing_steps and step % args.checkpointing_steps == 0:
+            save_checkpoint(
+                accelerator,
+                args.output_dir,
+                step,
+                lora_models,
+                optimizer,
+                lr_scheduler,
+                args.checkpoints_total_limit,
+            )
+        if (
+            args.validation_steps
+            and args.num_validation_images
+            and step % args.validation_steps == 0
+            and accelerator.is_main_process
+        ):
+            run_validation(accelerator, components, scene, args, step, weight_dtype)
+    progress.close()
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        export(args, lora_models)
+        print(f"LoRA written to {args.output_dir / ru.LORA_FILE}")
+    accelerator.end_training()
+    return args.output_dir
+
+
+def enable_xformers(unet, device) -> None:
+    try:
+        from diffusers.utils.import_utils import is_xformers_available
+
+        if device.type != "cuda" or not is_xformers_available():
+            raise RuntimeError("needs a CUDA GPU and the xformers package")
+        unet.enable_xformers_memory_efficient_attention()
+    except Exception as err:  # any failure leaves the default attention in place
+        print(f"xformers not used ({err}); using PyTorch scaled-dot-product attention")
+
+
+def make_optimizer(param_groups, use_8bit_adam: bool):
+    if use_8bit_adam:
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise ru.SceneError(
+                "--use_8bit_adam needs bitsandbytes: pip install -r requirements.txt"
+            ) from None
+        return bnb.optim.AdamW8bit(param_groups, weight_decay=ADAM_WEIGHT_DECAY)
+    return torch.optim.AdamW(param_groups, weight_decay=ADAM_WEIGHT_DECAY)
+
+
+def tracker_config(args) -> dict:
+    return {k: (str(v) if isinstance(v, Path) or v is None else v) for k, v in vars(args).items()}
+
+
+def export(args, lora_models) -> None:
+    """Write the LoRA file, optionally a merged pipeline, then the settings file (last, so its
+    presence means the run finished)."""
+    ru.save_lora(args.output_dir, lora_models["unet"], lora_models["text_encoder"])
+    base = Path(args.pretrained_model_name_or_path).expanduser()
+    base_model = str(base.resolve()) if base.exists() else args.pretrained_model_name_or_path
+    if args.save_merged_pipeline:
+        from diffusers import StableDiffusionInpaintPipeline
+
+        pipe = StableDiffusionInpaintPipeline.from_pretrained(
+            ru.resolve_model_path(base_model), safety_checker=None, requires_safety_checker=False
+        )
+        pipe.load_lora_weights(args.output_dir)
+        pipe.fuse_lora()
+        pipe.unload_lora_weights()
+        pipe.save_pretrained(args.output_dir)
+    settings = {
+        "schema_version": SCHEMA_VERSION,
+        "base_model": base_model,
+        "resolution": args.resolution,
+        "prompt": args.prompt,
+        "lora_rank": args.lora_rank,
+        "lora_alpha": args.lora_alpha,
+        "args": tracker_config(args),
+    }
+    ru.atomic_write_json(settings, args.output_dir / ru.SETTINGS_FILE)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--pretrained_model_name_or_path",
+        default=ru.BASE_MODEL,
+        help="SD2-inpainting base: hub id or local pipeline folder",
+    )
+    p.add_argument(
+        "--train_data_dir",
+        type=Path,
+        required=True,
+        help="scene folder: ref/*, target/target.png, target/mask.png (white = fill)",
+    )
+    p.add_argument("--output_dir", type=Path, required=True)
+    p.add_argument("--prompt", default=ru.PROMPT)
+    p.add_argument(
+        "--resolution",
+        type=int,
+        default=ru.RESOLUTION,
+        help="square training crops; SD2 inpainting was trained at 512",
+    )
+    p.add_argument(
+        "--train_batch_size",
+        type=int,
+        default=16,
+        help="samples per step, drawn fresh every step (the paper: 16)",
+    )
+    p.add_argument(
+        "--pad_to_full_batch",
+        action="store_true",
+        help="accepted for old commands: every batch is already full",
+    )
+    p.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    p.add_argument("--max_train_steps", type=int, default=2000, help="the paper: 2,000")
+    p.add_argument("--unet_learning_rate", type=float, default=2e-4)
+    p.add_argument("--text_encoder_learning_rate", type=float, default=4e-5)
+    p.add_argument(
+        "--lr_scheduler",
+        default="constant_with_warmup",
+        choices=["constant", "constant_with_warmup", "linear", "cosine"],
+        help="'constant' with --lr_warmup_steps > 0 warms up too",
+    )
+    p.add_argument("--lr_warmup_steps", type=int, default=100)
+    p.add_argument("--lora_rank", type=int, default=8)
+    p.add_argument("--lora_alpha", type=float, default=16)
+    p.add_argument("--lora_dropout", type=float, default=0.1)
+    p.add_argument("--use_8bit_adam", action="store_true", help="bitsandbytes AdamW8bit")
+    p.add_argument(
+        "--enable_xformers_memory_efficient_attention",
+        action="store_true",
+        help="CUDA + xformers only; otherwise PyTorch SDPA (the default) is used",
+    )
+    p.add_argument(
+        "--gradient_checkpointing", action="store_true", help="less memory, about 20-30%% slower"
+    )
+    p.add_argument("--set_grads_to_none", action="store_true")
+    p.add_argument("--allow_tf32", action="store_true", help="Ampere and newer GPUs")
+    p.add_argument(
+        "--mixed_precision",
+        choices=["no", "fp16", "bf16"],
+        default=None,
+        help="frozen weights in this dtype, LoRA in fp32; default: accelerate config",
+    )
+    p.add_argument("--checkpointing_steps", type=int, default=200, help="0 = never")
+    p.add_argument(
+        "--checkpoints_total_limit",
+        type=int,
+        default=3,
+        help="keep the newest N checkpoints; 0 = keep all",
+    )
+    p.add_argument(
+        "--resume_from_checkpoint",
+        default=None,
+        help="'latest' (starts fresh if there is none) or a checkpoint folder",
+    )
+    p.add_argument("--validation_steps", type=int, default=100, help="0 = never")
+    p.add_argument("--num_validation_images", type=int, default=4)
+    p.add_argument("--report_to", choices=["tensorboard", "none"], default="tensorboard")
+    p.add_argument(
+        "--save_merged_pipeline",
+        action="store_true",
+        help="also write a full merged pipeline (unet/, text_encoder/, ...), ~5 GB",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    for name in ("train_batch_size", "max_train_steps", "lora_rank", "gradient_accumulation_steps"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1")
+    return args
+
+
+def main(argv=None) -> None:
+    logging.basicConfig(format="%(message)s", level=logging.INFO)
+    ru.quiet_libraries()
+    args = parse_args(argv)
+    try:
+        train(args)
+    except ru.SceneError as err:
+        sys.exit(f"error: {err}")
+    except KeyboardInterrupt:
+        sys.exit("interrupted; continue with --resume_from_checkpoint latest")
+
+
+if __name__ == "__main__":
+    main()
