@@ -457,16 +457,10 @@ def train(args: argparse.Namespace) -> Path:
         "text_encoder": accelerator.unwrap_model(text_encoder),
     }
     noise_scheduler = DDPMScheduler.from_config(components.scheduler_config)
-    tokenize = lambda text: (
-        components.tokenizer(  # noqa: E731
-            text,
-            padding="max_length",
-            max_length=components.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids
+    prompt_ids, empty_ids = (
+        tokenize(components.tokenizer, args.prompt),
+        tokenize(components.tokenizer, ""),
     )
-    prompt_ids, empty_ids = tokenize(args.prompt), tokenize("")
     models = {
         "vae": vae,
         "unet": unet,
@@ -544,6 +538,17 @@ def train(args: argparse.Namespace) -> Path:
         print(f"LoRA written to {args.output_dir / ru.LORA_FILE}")
     accelerator.end_training()
     return args.output_dir
+
+
+def tokenize(tokenizer, text: str) -> torch.Tensor:
+    """Token ids (1, 77) padded the way the pipeline pads its prompt."""
+    return tokenizer(
+        text,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
 
 
 def enable_xformers(unet, device) -> None:
