@@ -1,0 +1,1 @@
+"""Paper metrics for RealFill results: one script per metric plus the benchmark suite."""

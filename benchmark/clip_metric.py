@@ -1,0 +1,62 @@
+"""CLIP similarity: cosine similarity of CLIP ViT-B/32 image embeddings of the full result and
+the full ground truth (each resized to 224x224, CLIP normalisation).
+
+Weights: --weights / $REALFILL_CLIP_WEIGHTS (an open_clip ViT-B-32 checkpoint file), else
+open_clip's 'openai' weights from the Hugging Face cache (downloaded when online). Example:
+    python -m benchmark.clip_metric --weights ~/weights/clip-vit-b-32.bin --jobs_file jobs.jsonl
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmark.common import (  # noqa: E402
+    METRICS,
+    EmbeddingScorer,
+    MetricUnavailable,
+    describe,
+    run_metric,
+)
+
+SPEC = METRICS["CLIP"]
+
+
+def load_clip(weights: str | None, device: str = "cpu"):
+    """open_clip ViT-B/32 (QuickGELU, as OpenAI trained it) from `weights` or the hub cache."""
+    import open_clip
+
+    if weights is not None and not Path(weights).expanduser().is_file():
+        raise MetricUnavailable(f"CLIP weights file {weights} not found")
+    pretrained = str(Path(weights).expanduser()) if weights else SPEC.params["pretrained"]
+    try:
+        model = open_clip.create_model(
+            SPEC.params["model"], pretrained=pretrained, require_pretrained=True
+        )
+    except Exception as err:
+        raise MetricUnavailable(
+            f"open_clip could not load {SPEC.params['model']} '{pretrained}' weights "
+            f"({describe(err)[:160]}); set REALFILL_CLIP_WEIGHTS to a local checkpoint file"
+        ) from None
+    return model.eval().to(device)
+
+
+def build(args):
+    import torch
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    model = load_clip(args.weights, args.device)
+    mean = torch.tensor(OPENAI_DATASET_MEAN, device=args.device).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_DATASET_STD, device=args.device).view(1, 3, 1, 1)
+
+    def embed(x):
+        return model.encode_image((x.to(args.device) - mean) / std)
+
+    return EmbeddingScorer(embed)
+
+
+if __name__ == "__main__":
+    sys.exit(run_metric(SPEC, build, __doc__))
