@@ -1,0 +1,502 @@
+"""Complete a target image with a trained RealFill model: write 0.png .. N-1.png and
+completions.json into --output_dir.
+
+Each completion is generated at the training resolution (aspect kept), brought back to the
+target's original size and alpha-blended over the ORIGINAL target with a feathered mask, so
+every pixel farther than --feather_radius from the hole is the target's own. Image i is seeded
+with --seed + i by its own generator: any single image can be regenerated alone
+(`--seed <its seed> --num_images 1`) and comes out the same, whatever the batch size.
+
+    python infer.py --model_path RealBench-23-model \\
+        --validation_image RealBench/23/target/target.png \\
+        --validation_mask RealBench/23/target/mask.png \\
+        --output_dir results/RealBench-23-results
+
+    # the paper samples with DDPM, 200 steps; a faster sampler by flag:
+    accelerate launch infer.py ... --scheduler dpmsolver++ --num_inference_steps 25
+
+--model_path is the output folder of train_realfill.py (pytorch_lora_weights.safetensors +
+realfill_settings.json, the base model is read from it) or a merged pipeline folder with
+unet/ and text_encoder/ subfolders, as earlier implementations saved them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import realfill_utils as ru
+
+SCHEMA_VERSION = 1  # of completions.json
+BATCH_SIZE = 4  # images per pipeline call: SD2 at 512 px fits a 16 GB GPU in fp32 at 4
+MIXED_PRECISION = ("no", "fp16", "bf16")  # fp16 needs CUDA; bf16 also runs on CPU
+COMPLETIONS_FILE = "completions.json"
+RAW_DIR = "raw"  # --keep_raw: uncomposited generations at the model size
+_NUMBERED_PNG = re.compile(r"^\d+\.png$")
+
+
+# ---------------------------------------------------------------------------------------------
+# The model folder
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ModelSource:
+    """What --model_path holds. `kind`: "lora" (train_realfill.py output) or "pipeline" (merged
+    weights). `base_model`: where the parts the folder lacks come from; None = the folder
+    itself is a complete pipeline."""
+
+    path: Path
+    kind: str
+    base_model: str | None
+    settings: dict = field(default_factory=dict)
+
+
+def read_settings(path: Path) -> dict:
+    """Read and check a realfill_settings.json written by train_realfill.py."""
+    try:
+        settings = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ru.SceneError(
+            f"{path}: cannot read the training settings ({err}); re-run train_realfill.py or "
+            "restore the file"
+        ) from None
+    if not isinstance(settings, dict) or not isinstance(settings.get("base_model"), str):
+        raise ru.SceneError(f"{path}: no 'base_model' entry; this is not a RealFill settings file")
+    version = settings.get("schema_version")
+    if version != 1:
+        raise ru.SceneError(
+            f"{path}: schema_version {version!r}, this infer.py reads version 1; "
+            "use the infer.py of the train_realfill.py that wrote it"
+        )
+    return settings
+
+
+def _is_complete_pipeline(folder: Path) -> bool:
+    parts = ("tokenizer", "text_encoder", "vae", "unet", "scheduler")
+    return (folder / "model_index.json").is_file() and all((folder / p).is_dir() for p in parts)
+
+
+def inspect_model_path(model_path: str | Path, base_override: str | None = None) -> ModelSource:
+    """Classify --model_path without loading anything; every problem is a SceneError.
+
+    A folder with pytorch_lora_weights.safetensors is a LoRA folder (even when train_realfill.py
+    also saved a merged pipeline into it); otherwise unet/ + text_encoder/ make a merged folder.
+    """
+    path = Path(model_path).expanduser()
+    if not path.exists():
+        raise ru.SceneError(
+            f"{path}: model folder not found; pass the --output_dir of train_realfill.py"
+        )
+    if not path.is_dir():
+        raise ru.SceneError(
+            f"{path}: is a file; --model_path takes the folder train_realfill.py wrote "
+            f"(the one holding {ru.LORA_FILE})"
+        )
+    if (path / ru.LORA_FILE).is_file():
+        settings_path = path / ru.SETTINGS_FILE
+        settings = read_settings(settings_path) if settings_path.is_file() else {}
+        base = base_override or settings.get("base_model")
+        if base is None:
+            raise ru.SceneError(
+                f"{path}: has {ru.LORA_FILE} but no {ru.SETTINGS_FILE}, so the base model it was "
+                "trained on is unknown; pass it with --pretrained_model_name_or_path"
+            )
+        if Path(base).is_absolute() and not Path(base).exists():
+            raise ru.SceneError(
+                f"{settings_path}: its base model {base} no longer exists; pass the base model "
+                "with --pretrained_model_name_or_path"
+            )
+        return ModelSource(path.resolve(), "lora", base, settings)
+    if (path / "unet").is_dir() and (path / "text_encoder").is_dir():
+        for sub in ("unet", "text_encoder"):
+            if not (path / sub / "config.json").is_file():
+                raise ru.SceneError(
+                    f"{path / sub}: no config.json; the merged pipeline folder is incomplete"
+                )
+        base = None if _is_complete_pipeline(path) else (base_override or ru.BASE_MODEL)
+        return ModelSource(path.resolve(), "pipeline", base, {})
+    contents = ", ".join(sorted(p.name for p in path.iterdir())[:8]) or "nothing"
+    hint = ""
+    if (path / "checkpoints").is_dir():
+        hint = " (training checkpoints are resume states; let training finish to get the LoRA)"
+    raise ru.SceneError(
+        f"{path}: neither a RealFill LoRA folder ({ru.LORA_FILE} + {ru.SETTINGS_FILE}) nor a "
+        f"merged pipeline folder (unet/ + text_encoder/); it holds {contents}{hint}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Device, dtype, pipeline
+# ---------------------------------------------------------------------------------------------
+def resolve_device(device: str) -> str:
+    """'auto': this process's device under accelerate launch, else CUDA if present, else CPU."""
+    if device != "auto":
+        return device
+    from accelerate import PartialState
+
+    return str(PartialState().device)
+
+
+def torch_dtype(mixed_precision: str, device: str):
+    """The weight dtype for --mixed_precision; fp16 on a CPU is refused, not silently ignored."""
+    import torch
+
+    if mixed_precision == "fp16" and not device.startswith("cuda"):
+        raise ru.SceneError(
+            f"--mixed_precision fp16 needs a CUDA GPU but the device is {device}; "
+            "use --mixed_precision bf16 or no"
+        )
+    return {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[mixed_precision]
+
+
+def load_model_components(source: ModelSource, dtype=None) -> ru.Components:
+    """Tokenizer, text encoder, VAE, UNet and scheduler config of `source`, before any LoRA."""
+    if source.kind == "lora" or source.base_model is None:
+        return ru.load_components(source.base_model or source.path, dtype)
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    components = ru.load_components(source.base_model, dtype)  # tokenizer, VAE, scheduler
+    components.unet = UNet2DConditionModel.from_pretrained(
+        source.path, subfolder="unet", torch_dtype=dtype
+    )
+    components.text_encoder = CLIPTextModel.from_pretrained(
+        source.path, subfolder="text_encoder", dtype=dtype
+    )
+    if components.unet.config.in_channels != 9:
+        raise ru.SceneError(f"{source.path / 'unet'}: not a 9-channel inpainting UNet")
+    if components.text_encoder.config.vocab_size != len(components.tokenizer):
+        raise ru.SceneError(
+            f"{source.path / 'text_encoder'}: its vocabulary does not match the tokenizer of "
+            f"{source.base_model}; pass the matching base with --pretrained_model_name_or_path"
+        )
+    return components
+
+
+def pin_vae_encoding(pipe) -> None:
+    """Encode the masked target with the VAE posterior mean instead of a sample.
+
+    diffusers samples the masked image's latents with generator[0] only (one image, N
+    generators), so image i would depend on the seed of the batch's FIRST image and on the batch
+    split. With the mean, no generator is touched outside image i's own noise.
+    """
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint import (
+        retrieve_latents,
+    )
+
+    def encode(image, generator=None):
+        latents = retrieve_latents(pipe.vae.encode(image), sample_mode="argmax")
+        return pipe.vae.config.scaling_factor * latents
+
+    pipe._encode_vae_image = encode
+
+
+def load_pipeline(source: ModelSource, scheduler: str, dtype=None, device: str = "cpu"):
+    """Build the inpainting pipeline for `source` (LoRA fused into the weights) on `device`.
+
+    Returns (pipe, components); components.size_multiple is the size step the model accepts.
+    """
+    components = load_model_components(source, dtype)
+    pipe = ru.make_pipeline(components, scheduler)
+    if source.kind == "lora":
+        try:
+            pipe.load_lora_weights(str(source.path), weight_name=ru.LORA_FILE)
+        except (RuntimeError, ValueError, KeyError, OSError) as err:
+            raise ru.SceneError(
+                f"{source.path / ru.LORA_FILE}: does not fit the base model {source.base_model} "
+                f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); pass the base it was "
+                "trained on with --pretrained_model_name_or_path"
+            ) from None
+        pipe.fuse_lora()  # merged weights: sampling costs the same as the base model
+        pipe.unload_lora_weights()
+    pin_vae_encoding(pipe)
+    pipe.to(device)
+    return pipe, components
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation
+# ---------------------------------------------------------------------------------------------
+def image_seeds(seed: int, num_images: int) -> list[int]:
+    """Image i is seeded with seed + i."""
+    return [seed + i for i in range(num_images)]
+
+
+def complete(
+    pipe,
+    target: Image.Image,
+    fill_mask: np.ndarray,
+    seeds: list[int],
+    *,
+    batch_size: int = BATCH_SIZE,
+    prompt: str = ru.PROMPT,
+    resolution: int = ru.RESOLUTION,
+    num_inference_steps: int = ru.NUM_INFERENCE_STEPS,
+    guidance_scale: float = ru.GUIDANCE_SCALE,
+    feather_radius: float = ru.FEATHER_RADIUS,
+    multiple: int = 8,
+) -> Iterator[tuple[int, Image.Image, Image.Image]]:
+    """Yield (seed, raw generation at model size, completion at the target's size) per seed.
+
+    One pipeline call per batch of `batch_size` seeds; `fill_mask` is bool (H, W), True = fill,
+    the size of `target`. The completion equals `target` outside the feathered band.
+    """
+    for start in range(0, len(seeds), batch_size):
+        batch = seeds[start : start + batch_size]
+        raws = ru.generate(
+            pipe,
+            target,
+            fill_mask,
+            batch,
+            prompt=prompt,
+            resolution=resolution,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            multiple=multiple,
+        )
+        for seed, raw in zip(batch, raws, strict=True):
+            yield seed, raw, ru.composite(raw, target, fill_mask, feather_radius)
+
+
+def clear_previous(output_dir: Path) -> None:
+    """Delete an earlier run's numbered PNGs (also in raw/) and its completions.json, so a
+    re-run with fewer images or an interrupted re-run never mixes with old results."""
+    (output_dir / COMPLETIONS_FILE).unlink(missing_ok=True)
+    for folder in (output_dir, output_dir / RAW_DIR):
+        if folder.is_dir():
+            for entry in folder.iterdir():
+                if _NUMBERED_PNG.match(entry.name) and entry.is_file():
+                    entry.unlink()
+
+
+# ---------------------------------------------------------------------------------------------
+# The script
+# ---------------------------------------------------------------------------------------------
+def run(args: argparse.Namespace, progress: Callable | None = None) -> dict:
+    """Validate everything, load the model, write the completions; return completions.json."""
+    started = time.perf_counter()
+    # 1. Inputs, model folder, output folder and device: all checked before any model loads.
+    target = ru.load_image(args.validation_image)
+    fill_mask = ru.load_mask(args.validation_mask)
+    ru.check_mask(fill_mask, Path(args.validation_mask), target.size)
+    source = inspect_model_path(args.model_path, args.pretrained_model_name_or_path)
+    output_dir = ru.check_output_dir(args.output_dir)
+    device = resolve_device(args.device)
+    dtype = torch_dtype(args.mixed_precision, device)
+    resolution = args.resolution or source.settings.get("resolution", ru.RESOLUTION)
+    prompt = args.prompt if args.prompt is not None else source.settings.get("prompt", ru.PROMPT)
+
+    from accelerate import PartialState
+
+    state = PartialState()
+    ru.quiet_libraries()
+    pipe, components = load_pipeline(source, args.scheduler, dtype, device)
+    multiple = components.size_multiple
+    loaded = time.perf_counter()
+
+    # 2. Generate: each process takes its share of the images; each writes its own files.
+    seeds = image_seeds(args.seed, args.num_images)
+    if state.is_main_process:
+        clear_previous(output_dir)
+        if args.keep_raw:
+            (output_dir / RAW_DIR).mkdir(exist_ok=True)
+    state.wait_for_everyone()
+    from tqdm.auto import tqdm
+
+    with state.split_between_processes(list(range(args.num_images))) as indices:
+        bar = tqdm(
+            total=args.num_images,
+            unit="image",
+            desc="completions",
+            disable=not state.is_main_process,
+        )
+        stream = complete(
+            pipe,
+            target,
+            fill_mask,
+            [seeds[i] for i in indices],
+            batch_size=args.batch_size,
+            prompt=prompt,
+            resolution=resolution,
+            num_inference_steps=args.num_inference_steps,
+            guidance_scale=args.guidance_scale,
+            feather_radius=args.feather_radius,
+            multiple=multiple,
+        )
+        for index, (_seed, raw, completion) in zip(indices, stream, strict=True):
+            if args.keep_raw:
+                ru.atomic_save_image(raw, output_dir / RAW_DIR / f"{index}.png")
+            ru.atomic_save_image(completion, output_dir / f"{index}.png")
+            bar.update(state.num_processes)
+            if progress is not None:
+                progress(index)
+        bar.close()
+    state.wait_for_everyone()
+    finished = time.perf_counter()
+
+    import diffusers
+    import torch
+
+    width, height = ru.model_size(target.size, resolution, multiple)
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "images": [
+            {
+                "file": f"{i}.png",
+                "seed": seeds[i],
+                "raw": f"{RAW_DIR}/{i}.png" if args.keep_raw else None,
+            }
+            for i in range(args.num_images)
+        ],
+        "seeds": seeds,
+        "model_path": str(source.path),
+        "model_kind": source.kind,
+        "base_model": source.base_model or str(source.path),
+        "validation_image": str(Path(args.validation_image).resolve()),
+        "validation_mask": str(Path(args.validation_mask).resolve()),
+        "prompt": prompt,
+        "scheduler": args.scheduler,
+        "num_inference_steps": args.num_inference_steps,
+        "guidance_scale": args.guidance_scale,
+        "resolution": resolution,
+        "target_size": list(target.size),
+        "model_size": [width, height],
+        "feather_radius": args.feather_radius,
+        "batch_size": args.batch_size,
+        "mixed_precision": args.mixed_precision,
+        "device": device,
+        "num_processes": state.num_processes,
+        "timings": {
+            "load_s": round(loaded - started, 3),
+            "generate_s": round(finished - loaded, 3),
+            "total_s": round(finished - started, 3),
+            "per_image_s": round((finished - loaded) / args.num_images, 3),
+        },
+        "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__},
+    }
+    if state.is_main_process:
+        ru.atomic_write_json(record, output_dir / COMPLETIONS_FILE)  # last: marks a full run
+    return record
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--model_path",
+        type=Path,
+        required=True,
+        help="train_realfill.py output folder or a merged pipeline folder",
+    )
+    p.add_argument("--validation_image", type=Path, required=True, help="the target to complete")
+    p.add_argument("--validation_mask", type=Path, required=True, help="white (255) = fill")
+    p.add_argument("--output_dir", type=Path, required=True, help="gets 0.png .. N-1.png")
+    p.add_argument("--seed", type=int, default=0, help="image i is seeded with seed + i")
+    p.add_argument("--num_images", type=_positive_int, default=ru.NUM_IMAGES)
+    p.add_argument(
+        "--batch_size",
+        type=_positive_int,
+        default=BATCH_SIZE,
+        help="images per pipeline call; does not change the images",
+    )
+    p.add_argument(
+        "--scheduler", default=ru.SCHEDULER, choices=list(ru.SCHEDULERS), help="the paper: ddpm"
+    )
+    p.add_argument(
+        "--num_inference_steps",
+        type=_positive_int,
+        default=ru.NUM_INFERENCE_STEPS,
+        help="the paper: 200 (ddpm); dpmsolver++ needs 20-30",
+    )
+    p.add_argument(
+        "--guidance_scale",
+        type=float,
+        default=ru.GUIDANCE_SCALE,
+        help="1.0 = no classifier-free guidance, as the paper",
+    )
+    p.add_argument(
+        "--resolution",
+        type=_positive_int,
+        default=None,
+        help=f"shorter side the model runs at (default: the training one, else {ru.RESOLUTION})",
+    )
+    p.add_argument(
+        "--prompt", default=None, help=f"default: the training prompt, else '{ru.PROMPT}'"
+    )
+    p.add_argument(
+        "--feather_radius",
+        type=_non_negative_float,
+        default=ru.FEATHER_RADIUS,
+        help="px at the target's size; 0 = hard paste",
+    )
+    p.add_argument(
+        "--keep_raw",
+        action="store_true",
+        help=f"also write the uncomposited generations to {RAW_DIR}/",
+    )
+    p.add_argument(
+        "--pretrained_model_name_or_path",
+        default=None,
+        help="base model: replaces the one in a LoRA folder's settings; for a merged folder, "
+        f"supplies the parts it lacks (there: default {ru.BASE_MODEL})",
+    )
+    p.add_argument(
+        "--mixed_precision",
+        default="no",
+        choices=MIXED_PRECISION,
+        help="weight dtype; fp16 needs CUDA",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    done = []
+    try:
+        record = run(args, progress=done.append)
+    except ru.SceneError as err:
+        sys.exit(f"error: {err}")
+    except KeyboardInterrupt:
+        sys.exit(
+            f"interrupted: {len(done)} completions written to {args.output_dir}, no "
+            f"{COMPLETIONS_FILE}; run again to regenerate them all"
+        )
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        t = record["timings"]
+        width, height = record["model_size"]
+        print(
+            f"{args.num_images} completions of {record['target_size'][0]}x"
+            f"{record['target_size'][1]} (model {width}x{height}, {args.scheduler} "
+            f"{args.num_inference_steps} steps) -> {args.output_dir} in {t['total_s']:.1f} s "
+            f"(load {t['load_s']:.1f} s, {t['per_image_s']:.2f} s/image)"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,348 @@
+"""infer.py on the tiny model: reproducible per-image seeds, batch-size invariance, the known
+region kept exactly, original sizes, both model-folder kinds, atomic outputs, early errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, make_scene
+from PIL import Image
+
+import infer
+import realfill_utils as ru
+
+STEPS = 2  # sampler steps: enough to exercise the scheduler's per-step noise
+RESOLUTION = 32  # tiny model, tiny images: the properties do not depend on size
+SETTINGS_RESOLUTION = 40  # written into the LoRA folder's settings, read back by infer.py
+# Per-image determinism is exact on this CPU (0 levels apart); 1 level is allowed in case batched
+# convolutions round differently elsewhere.
+TOLERANCE = 1
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+def max_diff(a: Image.Image, b: Image.Image) -> int:
+    return int(np.abs(pixels(a) - pixels(b)).max())
+
+
+@pytest.fixture(scope="module")
+def lora_dir(tiny_model, tmp_path_factory) -> Path:
+    """A train_realfill.py-style output folder: random non-zero LoRA + settings JSON."""
+    import torch
+
+    folder = tmp_path_factory.mktemp("lora-model")
+    components = ru.load_components(tiny_model)
+    ru.add_lora(components.unet, components.text_encoder, rank=4, alpha=8, dropout=0.0)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for model in (components.unet, components.text_encoder):
+            for name, param in model.named_parameters():
+                if "lora_B" in name:  # zero at init: the LoRA would change nothing
+                    param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
+    ru.save_lora(folder, components.unet, components.text_encoder)
+    settings = {
+        "schema_version": 1,
+        "base_model": str(tiny_model),
+        "resolution": SETTINGS_RESOLUTION,
+        "prompt": ru.PROMPT,
+        "lora_rank": 4,
+        "lora_alpha": 8,
+        "args": {},
+    }
+    (folder / ru.SETTINGS_FILE).write_text(json.dumps(settings))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def merged_dir(lora_dir, tiny_model, tmp_path_factory) -> Path:
+    """The same weights saved as a merged pipeline, as earlier implementations wrote them."""
+    from diffusers import StableDiffusionInpaintPipeline
+
+    folder = tmp_path_factory.mktemp("merged") / "model"
+    pipe = StableDiffusionInpaintPipeline.from_pretrained(
+        tiny_model, safety_checker=None, requires_safety_checker=False
+    )
+    pipe.load_lora_weights(lora_dir)
+    pipe.fuse_lora()
+    pipe.unload_lora_weights()
+    pipe.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pipes(tiny_model, lora_dir):
+    """Loaded once: {"base": (pipe, multiple), "lora": (pipe, multiple)}."""
+    ru.quiet_libraries()
+    loaded = {}
+    for name, path in (("base", tiny_model), ("lora", lora_dir)):
+        pipe, components = infer.load_pipeline(infer.inspect_model_path(path), "ddpm")
+        loaded[name] = (pipe, components.size_multiple)
+    return loaded
+
+
+def run_complete(pipe_and_multiple, scene: ru.Scene, seeds, batch_size=4, **kwargs):
+    pipe, multiple = pipe_and_multiple
+    return list(
+        infer.complete(
+            pipe,
+            scene.target,
+            scene.fill_mask,
+            seeds,
+            batch_size=batch_size,
+            resolution=RESOLUTION,
+            num_inference_steps=STEPS,
+            multiple=multiple,
+            **kwargs,
+        )
+    )
+
+
+def assert_known_region_kept(completion: Image.Image, scene: ru.Scene, radius: float) -> None:
+    far = ru.feather(scene.fill_mask, radius) == 0
+    assert completion.size == scene.target.size
+    assert np.array_equal(pixels(completion)[far], pixels(scene.target)[far])
+
+
+def test_script_writes_completions_and_reads_training_settings(lora_dir, tmp_path):
+    scene = make_scene(tmp_path / "scene")
+    out = tmp_path / "results"
+    out.mkdir()
+    for stale in ("7.png", "completions.json"):  # an earlier, longer run
+        (out / stale).write_bytes(b"old")
+    cmd = [
+        sys.executable,
+        str(ROOT / "infer.py"),
+        f"--model_path={lora_dir}",
+        f"--validation_image={scene / 'target/target.png'}",
+        f"--validation_mask={scene / 'target/mask.png'}",
+        f"--output_dir={out}",
+        "--seed=10",
+        "--num_images=3",
+        "--batch_size=2",
+        f"--num_inference_steps={STEPS}",
+        "--feather_radius=3",
+        "--keep_raw",
+    ]
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "3 completions of 48x40" in proc.stdout
+
+    assert sorted(p.name for p in out.iterdir()) == [
+        "0.png",
+        "1.png",
+        "2.png",
+        "completions.json",
+        "raw",
+    ]
+    record = json.loads((out / "completions.json").read_text())
+    assert record["seeds"] == [10, 11, 12]
+    assert [i["seed"] for i in record["images"]] == [10, 11, 12]
+    assert record["model_kind"] == "lora"
+    assert (
+        record["base_model"] == json.loads((lora_dir / ru.SETTINGS_FILE).read_text())["base_model"]
+    )
+    assert record["resolution"] == SETTINGS_RESOLUTION  # from the settings, not the default
+    assert record["scheduler"] == "ddpm" and record["num_inference_steps"] == STEPS
+    assert record["target_size"] == [48, 40] and record["feather_radius"] == 3
+    assert set(record["timings"]) == {"load_s", "generate_s", "total_s", "per_image_s"}
+
+    loaded = ru.load_scene(scene)
+    model_w, model_h = record["model_size"]
+    for i in range(3):
+        completion = Image.open(out / f"{i}.png")
+        assert_known_region_kept(completion, loaded, radius=3)
+        hole = loaded.fill_mask
+        assert not np.array_equal(pixels(completion)[hole], pixels(loaded.target)[hole])
+        assert Image.open(out / "raw" / f"{i}.png").size == (model_w, model_h)
+
+
+def test_image_regenerated_alone_equals_its_batch_twin(pipes, scene_dir):
+    scene = ru.load_scene(scene_dir)
+    batch = run_complete(pipes["lora"], scene, [5, 6, 7], batch_size=3)
+    alone = run_complete(pipes["lora"], scene, [7], batch_size=1)
+    assert max_diff(alone[0][1], batch[2][1]) <= TOLERANCE
+    assert max_diff(alone[0][2], batch[2][2]) <= TOLERANCE
+    assert max_diff(batch[0][1], batch[1][1]) > 10  # different seeds: different images
+
+
+def test_batch_size_does_not_change_the_images(pipes, scene_dir):
+    scene = ru.load_scene(scene_dir)
+    seeds = [0, 1, 2, 3, 4]
+    by_one = run_complete(pipes["base"], scene, seeds, batch_size=1)
+    by_three = run_complete(pipes["base"], scene, seeds, batch_size=3)  # 3 + 2
+    assert [s for s, _, _ in by_three] == seeds
+    for (_, raw_a, done_a), (_, raw_b, done_b) in zip(by_one, by_three, strict=True):
+        assert max_diff(raw_a, raw_b) <= TOLERANCE
+        assert max_diff(done_a, done_b) <= TOLERANCE
+
+
+@pytest.mark.parametrize("size, hole", [((45, 31), (10, 8, 30, 22)), ((30, 52), (0, 20, 30, 52))])
+def test_odd_and_non_square_targets_keep_their_size(pipes, tmp_path, size, hole):
+    scene = ru.load_scene(make_scene(tmp_path / "scene", size=size, hole=hole))
+    ((_, raw, completion),) = run_complete(pipes["base"], scene, [3], feather_radius=4)
+    multiple = pipes["base"][1]
+    assert raw.size == ru.model_size(size, RESOLUTION, multiple)
+    assert raw.size[0] % multiple == 0 and raw.size[1] % multiple == 0
+    assert_known_region_kept(completion, scene, radius=4)
+
+
+def test_hard_paste_with_zero_feather(pipes, scene_dir):
+    scene = ru.load_scene(scene_dir)
+    ((_, raw, completion),) = run_complete(pipes["base"], scene, [1], feather_radius=0)
+    assert_known_region_kept(completion, scene, radius=0)  # every known pixel
+
+
+def test_lora_changes_the_output(pipes, scene_dir):
+    scene = ru.load_scene(scene_dir)
+    ((_, base, _),) = run_complete(pipes["base"], scene, [2])
+    ((_, lora, _),) = run_complete(pipes["lora"], scene, [2])
+    assert np.abs(pixels(base) - pixels(lora)).mean() > 2
+
+
+def test_merged_folders_load_and_match_the_lora_folder(pipes, merged_dir, tiny_model, tmp_path):
+    scene = ru.load_scene(make_scene(tmp_path / "scene"))
+    ((_, from_lora, _),) = run_complete(pipes["lora"], scene, [4])
+
+    source = infer.inspect_model_path(merged_dir)
+    assert (source.kind, source.base_model) == ("pipeline", None)  # self-contained
+    pipe, components = infer.load_pipeline(source, "ddpm")
+    ((_, from_merged, _),) = run_complete((pipe, components.size_multiple), scene, [4])
+    assert max_diff(from_merged, from_lora) <= TOLERANCE
+
+    # Only unet/ and text_encoder/ kept: the rest comes from the base model.
+    partial = tmp_path / "partial"
+    for sub in ("unet", "text_encoder"):
+        shutil.copytree(merged_dir / sub, partial / sub)
+    source = infer.inspect_model_path(partial, base_override=str(tiny_model))
+    assert (source.kind, source.base_model) == ("pipeline", str(tiny_model))
+    pipe, components = infer.load_pipeline(source, "ddpm")
+    ((_, from_partial, _),) = run_complete((pipe, components.size_multiple), scene, [4])
+    assert max_diff(from_partial, from_lora) <= TOLERANCE
+
+
+def test_interrupted_run_leaves_only_whole_images(lora_dir, tmp_path, monkeypatch):
+    scene = make_scene(tmp_path / "scene")
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "completions.json").write_text("{}")  # an earlier run's, which no longer holds
+    saves = []
+    real_save = Image.Image.save
+
+    def save_then_die(self, fp, *args, **kwargs):
+        saves.append(fp)
+        if len(saves) == 2:  # killed half-way through writing the second image
+            Path(fp).write_bytes(b"\x89PNG half")
+            raise KeyboardInterrupt
+        return real_save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", save_then_die)
+    args = infer.parse_args(
+        [
+            f"--model_path={lora_dir}",
+            f"--validation_image={scene / 'target/target.png'}",
+            f"--validation_mask={scene / 'target/mask.png'}",
+            f"--output_dir={out}",
+            "--num_images=3",
+            f"--num_inference_steps={STEPS}",
+            f"--resolution={RESOLUTION}",
+        ]
+    )
+    with pytest.raises(KeyboardInterrupt):
+        infer.run(args)
+    assert sorted(p.name for p in out.iterdir()) == ["0.png"]  # no temp file, no stale JSON
+    monkeypatch.undo()
+    assert Image.open(out / "0.png").size == (48, 40)
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(ru, "load_components", refuse)
+
+
+def _bad_inputs(tmp_path: Path, lora_dir: Path, case: str) -> tuple[list[str], str]:
+    scene = make_scene(tmp_path / "scene")
+    image, mask = scene / "target/target.png", scene / "target/mask.png"
+    model, out = lora_dir, tmp_path / "out"
+    expected = {
+        "missing model": "model folder not found",
+        "empty model": "neither a RealFill LoRA folder",
+        "lora without settings": "base model it was trained on is unknown",
+        "broken settings": "cannot read the training settings",
+        "mask size": "masks must match the target size",
+        "missing image": "file not found",
+        "unwritable output": "output folder is not writable",
+        "fp16 on cpu": "fp16 needs a CUDA GPU",
+    }[case]
+    extra = []
+    if case == "missing model":
+        model = tmp_path / "nowhere"
+    elif case == "empty model":
+        model = tmp_path / "empty"
+        model.mkdir()
+        (model / "notes.txt").write_text("x")
+    elif case in ("lora without settings", "broken settings"):
+        model = tmp_path / "lora"
+        model.mkdir()
+        shutil.copy(lora_dir / ru.LORA_FILE, model)
+        if case == "broken settings":
+            (model / ru.SETTINGS_FILE).write_text('{"schema_version": 1, "base_')
+    elif case == "mask size":
+        mask = tmp_path / "small-mask.png"
+        Image.open(scene / "target/mask.png").resize((24, 20)).save(mask)
+    elif case == "missing image":
+        image = tmp_path / "nope.png"
+    elif case == "unwritable output":
+        (tmp_path / "a-file").write_text("x")
+        out = tmp_path / "a-file" / "out"
+    elif case == "fp16 on cpu":
+        extra = ["--mixed_precision=fp16", "--device=cpu"]
+    argv = [
+        f"--model_path={model}",
+        f"--validation_image={image}",
+        f"--validation_mask={mask}",
+        f"--output_dir={out}",
+        *extra,
+    ]
+    return argv, expected
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing model",
+        "empty model",
+        "lora without settings",
+        "broken settings",
+        "mask size",
+        "missing image",
+        "unwritable output",
+        "fp16 on cpu",
+    ],
+)
+def test_bad_inputs_fail_clearly_before_any_model_loads(case, lora_dir, tmp_path, no_model_loading):
+    argv, expected = _bad_inputs(tmp_path, lora_dir, case)
+    with pytest.raises(ru.SceneError, match=expected):
+        infer.run(infer.parse_args(argv))
+
+
+def test_script_reports_bad_input_without_traceback(lora_dir, tmp_path):
+    argv, expected = _bad_inputs(tmp_path, lora_dir, "missing model")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "infer.py"), *argv], capture_output=True, text=True
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: ") and expected in proc.stderr
+    assert "Traceback" not in proc.stderr
