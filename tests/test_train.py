@@ -1,0 +1,285 @@
+"""train_realfill.py: masks, batches, loss, end-to-end runs, exact resume, DDP, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, make_scene
+from PIL import Image
+from safetensors.torch import load_file
+
+import realfill_utils as ru
+import train_realfill as tr
+
+ACCELERATE = [
+    sys.executable, "-m", "accelerate.commands.launch",
+    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+]  # fmt: skip
+
+
+def train_cmd(model, scene, out, *extra, launcher=(sys.executable,)):
+    return [
+        *launcher, str(ROOT / "train_realfill.py"),
+        "--pretrained_model_name_or_path", str(model), "--train_data_dir", str(scene),
+        "--output_dir", str(out), "--resolution", "32", "--train_batch_size", "4",
+        "--lr_warmup_steps", "2", "--validation_steps", "0", "--report_to", "none", *extra,
+    ]  # fmt: skip
+
+
+def run(cmd, **kwargs):
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, **kwargs)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+# --- masks and batches ------------------------------------------------------------------------
+def test_random_masks_are_rectangles_complements_and_sometimes_full():
+    generator = torch.Generator().manual_seed(0)
+    masks = [tr.random_fill_mask(32, generator) for _ in range(400)]
+    full = sum(bool(m.all()) for m in masks)
+    assert all(set(m.unique().tolist()) <= {0.0, 1.0} for m in masks)
+    assert 20 <= full <= 60  # p = 0.1 of 400
+    partial = [m for m in masks if not m.all()]
+    assert all(m.any() for m in partial)
+    # a rectangle union touches few borders; its complement covers the corners
+    corners = [bool(m[0, 0] and m[-1, -1] and m[0, -1] and m[-1, 0]) for m in partial]
+    assert 0.2 < np.mean(corners) < 0.8
+
+
+def test_crop_boxes_stay_inside_the_image():
+    generator = torch.Generator().manual_seed(1)
+    for height, width in [(40, 48), (31, 45), (100, 20)]:
+        for _ in range(50):
+            top, left, h, w = tr.random_crop_box(height, width, generator)
+            assert min(top, left) >= 0 and top + h <= height and left + w <= width
+
+
+def _scene_pair(tmp_path):
+    """Two scenes identical except for the pixels inside the target's hole."""
+    a = make_scene(tmp_path / "a")
+    b = make_scene(tmp_path / "b")
+    target = np.asarray(Image.open(b / "target" / "target.png")).copy()
+    hole = np.asarray(Image.open(b / "target" / "mask.png")) > 0
+    target[hole] = np.random.default_rng(5).integers(0, 256, (hole.sum(), 3))
+    Image.fromarray(target).save(b / "target" / "target.png")
+    return ru.load_scene(a), ru.load_scene(b)
+
+
+def test_hole_pixels_never_reach_the_batch(tmp_path):
+    scene_a, scene_b = _scene_pair(tmp_path)
+    sampler_a, sampler_b = tr.SceneSampler(scene_a, 32), tr.SceneSampler(scene_b, 32)
+    batch_a = sampler_a.sample(16, torch.Generator().manual_seed(3))
+    batch_b = sampler_b.sample(16, torch.Generator().manual_seed(3))
+    for key in batch_a:
+        assert torch.equal(batch_a[key], batch_b[key]), key
+    assert batch_a["images"].shape == (16, 3, 32, 32)
+    assert (batch_a["fill_mask"] >= batch_a["hole"]).all()  # unknown pixels are always masked
+    assert batch_a["hole"].sum() > 0  # the target was drawn, with its hole
+
+
+def test_masked_mse_normalises_by_the_weight_sum():
+    prediction, target = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    ones = torch.ones(2, 1, 8, 8)
+    assert torch.allclose(
+        tr.masked_mse(prediction, target, ones), ((prediction - target) ** 2).mean()
+    )
+    weight = ones.clone()
+    weight[:, :, :4] = 0
+    changed = prediction.clone()
+    changed[:, :, :4] += 100
+    expected = ((prediction - target)[:, :, 4:] ** 2).mean()
+    assert torch.allclose(tr.masked_mse(changed, target, weight), expected)
+
+
+def test_latent_cells_touching_the_hole_get_no_weight():
+    hole = torch.zeros(1, 1, 16, 16)
+    hole[..., 5, 9] = 1
+    weight = tr.known_latent_weight(hole, (8, 8))
+    assert weight[0, 0, 2, 4] == 0 and weight.sum() == 63
+
+
+def test_target_unknown_pixels_have_no_effect_on_the_loss(tiny_model, tmp_path):
+    scene_a, scene_b = _scene_pair(tmp_path)
+    components = ru.load_components(tiny_model)
+    ru.add_lora(components.unet, components.text_encoder, 4, 4, 0.1)
+    from diffusers import DDPMScheduler
+
+    models = {
+        "vae": components.vae, "unet": components.unet, "text_encoder": components.text_encoder,
+        "noise_scheduler": DDPMScheduler.from_config(components.scheduler_config),
+        "device": torch.device("cpu"), "weight_dtype": torch.float32,
+    }  # fmt: skip
+    prompt = tr.tokenize(components.tokenizer, ru.PROMPT)
+    empty = tr.tokenize(components.tokenizer, "")
+    losses = []
+    for scene in (scene_a, scene_b):
+        torch.manual_seed(0)
+        batch = tr.SceneSampler(scene, 32).sample(8)
+        losses.append(tr.training_loss(batch, models, prompt, empty))
+    assert torch.equal(losses[0], losses[1])
+    assert losses[0].requires_grad
+
+
+# --- end-to-end runs --------------------------------------------------------------------------
+def test_accelerate_launch_run_exports_a_lora_a_stock_pipeline_loads(tiny_model, tmp_path):
+    scene = make_scene(tmp_path / "scene")
+    out = tmp_path / "out"
+    run(
+        train_cmd(
+            tiny_model,
+            scene,
+            out,
+            "--max_train_steps",
+            "4",
+            "--checkpointing_steps",
+            "2",
+            "--checkpoints_total_limit",
+            "1",
+            "--validation_steps",
+            "2",
+            "--num_validation_images",
+            "2",
+            "--report_to",
+            "tensorboard",
+            "--unet_learning_rate",
+            "1e-2",
+            "--text_encoder_learning_rate",
+            "1e-2",
+            launcher=[*ACCELERATE, "--num_processes", "1"],
+        )  # fmt: skip
+    )
+    settings = json.loads((out / ru.SETTINGS_FILE).read_text())
+    assert settings["base_model"] == str(Path(tiny_model).resolve())
+    assert settings["resolution"] == 32 and settings["prompt"] == ru.PROMPT
+    assert [p.name for p in tr.list_checkpoints(out)] == ["checkpoint-4"]  # limit 1
+    assert sorted(p.name for p in (out / "validation").iterdir()) == [
+        "step-000002.png", "step-000004.png",
+    ]  # fmt: skip
+    assert any((out / "logs").rglob("events.out.tfevents*"))
+    keys = load_file(out / ru.LORA_FILE).keys()
+    assert any(k.startswith("unet.") for k in keys) and any(
+        k.startswith("text_encoder.") for k in keys
+    )
+
+    from diffusers import StableDiffusionInpaintPipeline
+
+    pipe = StableDiffusionInpaintPipeline.from_pretrained(tiny_model, safety_checker=None)
+    pipe.set_progress_bar_config(disable=True)
+    scene_data = ru.load_scene(scene)
+
+    def sample():
+        torch.manual_seed(0)
+        return np.asarray(
+            ru.generate(pipe, scene_data.target, scene_data.fill_mask, [0], resolution=32,
+                        num_inference_steps=2, multiple=4)[0], dtype=np.int16
+        )  # fmt: skip
+
+    base = sample()
+    pipe.load_lora_weights(out)
+    assert np.abs(sample() - base).max() > 0
+
+
+def _lora(path):
+    return load_file(Path(path) / ru.LORA_FILE)
+
+
+def test_run_killed_and_resumed_ends_with_the_same_weights(tiny_model, tmp_path):
+    scene = make_scene(tmp_path / "scene")
+    steps = ["--max_train_steps", "16", "--checkpointing_steps", "3", "--lr_scheduler", "cosine"]
+    run(train_cmd(tiny_model, scene, tmp_path / "whole", *steps))
+    interrupted = tmp_path / "interrupted"
+    process = subprocess.Popen(
+        train_cmd(tiny_model, scene, interrupted, *steps),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.time() + 240
+    while not (interrupted / "checkpoints" / "checkpoint-3").exists():
+        assert process.poll() is None and time.time() < deadline, "run ended before the kill"
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (interrupted / ru.LORA_FILE).exists()
+    result = run(
+        train_cmd(tiny_model, scene, interrupted, *steps, "--resume_from_checkpoint", "latest")
+    )
+    assert "resumed from" in result.stdout
+    whole, resumed = _lora(tmp_path / "whole"), _lora(interrupted)
+    assert whole.keys() == resumed.keys()
+    for key in whole:
+        assert torch.equal(whole[key], resumed[key]), key
+
+
+def test_two_processes_train_and_only_one_writes(tiny_model, tmp_path):
+    scene = make_scene(tmp_path / "scene")
+    out = tmp_path / "out"
+    # `accelerate launch --cpu` starts one process; this is how two CPU processes (gloo) start.
+    result = run(
+        train_cmd(
+            tiny_model,
+            scene,
+            out,
+            "--max_train_steps",
+            "2",
+            "--checkpointing_steps",
+            "2",
+            launcher=[*ACCELERATE, "--multi_gpu", "--num_processes", "2"],
+        ),  # fmt: skip
+        env={**os.environ, "ACCELERATE_USE_CPU": "true"},
+    )
+    assert result.stdout.count("LoRA written") == 1
+    checkpoint = tr.list_checkpoints(out)[-1]
+    assert sorted(p.name for p in checkpoint.iterdir()) == [
+        "rng_state_0.pt", "rng_state_1.pt", "state.pt",
+    ]  # fmt: skip
+    assert (out / ru.LORA_FILE).is_file()
+    leftovers = [p for p in out.rglob("*") if p.name.startswith(".")]
+    assert leftovers == []
+
+
+# --- bad input: a clear error before any model is loaded -------------------------------------
+@pytest.mark.parametrize(
+    "breakage, expected",
+    [
+        ("mask size", "masks must match the target size"),
+        ("no references", "no reference images"),
+        ("empty mask", "no fill pixels"),
+    ],
+)
+def test_bad_scene_fails_before_the_model_loads(tmp_path, breakage, expected):
+    scene = make_scene(tmp_path / "scene")
+    if breakage == "mask size":
+        Image.new("L", (10, 10), 255).save(scene / "target" / "mask.png")
+    elif breakage == "no references":
+        for p in (scene / "ref").iterdir():
+            p.unlink()
+    else:
+        Image.new("L", (48, 40), 0).save(scene / "target" / "mask.png")
+    # The model path does not exist: the scene error must come first.
+    args = ["--pretrained_model_name_or_path", str(tmp_path / "no-model")]
+    with pytest.raises(SystemExit, match=expected):
+        tr.main([*args, "--train_data_dir", str(scene), "--output_dir", str(tmp_path / "o")])
+    assert not (tmp_path / "o" / ru.LORA_FILE).exists()
+
+
+def test_unavailable_base_model_is_a_clear_error(tmp_path):
+    scene = make_scene(tmp_path / "scene")
+    with pytest.raises(SystemExit, match="unavailable.*local pipeline folder"):
+        tr.main(["--pretrained_model_name_or_path", "nobody/uncached-model",
+                 "--train_data_dir", str(scene), "--output_dir", str(tmp_path / "o")])  # fmt: skip
+
+
+def test_fp16_on_cpu_is_refused(tiny_model, tmp_path):
+    scene = make_scene(tmp_path / "scene")
+    with pytest.raises(SystemExit, match="fp16 needs a CUDA GPU"):
+        tr.main(["--pretrained_model_name_or_path", str(tiny_model), "--train_data_dir",
+                 str(scene), "--output_dir", str(tmp_path / "o"),
+                 "--mixed_precision", "fp16"])  # fmt: skip
