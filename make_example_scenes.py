@@ -41,7 +41,7 @@ CONVENTIONS = {
     "light": "per channel: 255 * min(1, gain * (v / 255) ** gamma), applied to the photo",
     "target_seen / hole_seen": "fraction of the target's (hole) pixels inside that view",
 }
-SUPERSAMPLE = 3  # k x k samples per output pixel: the views shrink the photo by up to 2.4x
+SUPERSAMPLE = 3  # k x k samples per output pixel: views shrink the photo by up to 1.9x
 PNG_SETTINGS = {"format": "PNG", "compress_level": 9, "optimize": False}
 JPEG_SETTINGS = {"format": "JPEG", "quality": 90, "subsampling": 2, "optimize": False}
 
@@ -201,7 +201,8 @@ def light_table(light: Light) -> np.ndarray:
 
 def render(photo: np.ndarray, h, size: tuple[int, int], light: Light) -> np.ndarray:
     """Render a view of `photo` (uint8 HxWx3): bilinear, k x k supersampled, uint8 out."""
-    lit = np.stack([light_table(light)[c][photo[..., c]] for c in range(3)], axis=-1)
+    table = light_table(light)
+    lit = np.stack([table[c][photo[..., c]] for c in range(3)], axis=-1)
     photo_h, photo_w = photo.shape[:2]
     width, height = size
     y, x = np.mgrid[0:height, 0:width].astype(np.float64)
@@ -615,10 +616,12 @@ def pixel_note(expected: Path, actual: Path) -> str:
     return f" ({int(changed.sum())} pixels differ, by up to {int(np.abs(a - b).max())})"
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show defaults, and keep the docstring's example commands on their own lines."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument(
         "--output_dir", type=Path, default=Path("data"), help="where Custom/<N>/ scenes go"
     )
