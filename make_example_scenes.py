@@ -283,15 +283,14 @@ class SceneSpec:
     summary: str
 
 
-def jitter(rng: random.Random, view: View, angle: float, tilt: float, light: bool) -> View:
-    """Perturb a nominal view: rotation, perspective and (optionally) exposure/white balance."""
-    new_light = view.light
-    if light:
-        exposure = rng.uniform(0.75, 1.25)
-        new_light = Light(
-            gain=tuple(round(exposure * rng.uniform(0.9, 1.1), 4) for _ in range(3)),
-            gamma=round(rng.uniform(0.8, 1.25), 4),
-        )
+def jitter(rng: random.Random, view: View, angle: float, tilt: float) -> View:
+    """Perturb a nominal view: exposure +-25%, white balance +-10%, gamma 0.8-1.25, rotation by
+    up to `angle` degrees, perspective terms up to `tilt`."""
+    exposure = rng.uniform(0.75, 1.25)
+    new_light = Light(
+        gain=tuple(round(exposure * rng.uniform(0.9, 1.1), 4) for _ in range(3)),
+        gamma=round(rng.uniform(0.8, 1.25), 4),
+    )
     return View(
         center=view.center,
         width=view.width,
@@ -308,7 +307,7 @@ def scene_specs(seed: int = 2024) -> list[SceneSpec]:
     rng = random.Random(seed)
 
     def refs(*views: View) -> tuple[View, ...]:
-        return tuple(jitter(rng, v, angle=3.0, tilt=0.1, light=True) for v in views)
+        return tuple(jitter(rng, v, angle=3.0, tilt=0.1) for v in views)
 
     return [
         SceneSpec(
