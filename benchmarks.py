@@ -1,0 +1,170 @@
+"""Evaluate RealFill results with the paper's six metrics, cached, and write the reports.
+
+Finds RealBench-<N>-results[-variant] and Custom-<N>-results[-variant] folders, scores every
+completion against its scene's target/gt.png inside target/mask.png (PSNR, SSIM, LPIPS) or on
+the full image (DreamSim, DINO, CLIP), ranks completions by correspondences for the
+seed-selection analysis, and writes a text + Markdown report, per-image CSV/JSON, plots and
+contact sheets. Example:
+    python benchmarks.py --results_base_dir ./realfill_results \
+        --realbench_dataset_dir ./realfill_data_release_full --output_file ./benchmark_report.txt
+    python benchmarks.py --results_base_dir ./realfill_results \
+        --realbench_dataset_dir ./realfill_data_release_full --metrics PSNR SSIM --force_recalc SSIM
+Learned metrics take local weights from REALFILL_LPIPS_WEIGHTS, REALFILL_DREAMSIM_WEIGHTS,
+REALFILL_DINO_WEIGHTS and REALFILL_CLIP_WEIGHTS (see docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from benchmark.common import METRICS
+from benchmark.report import Summary, write_reports
+from benchmark.suite import discover, evaluate, rank
+from realfill_utils import NUM_IMAGES, SceneError
+
+
+def metric_name(text: str) -> str:
+    """Accept metric names in any case (psnr, PSNR, dreamsim)."""
+    names = {m.lower(): m for m in [*METRICS, "all", "loftr"]}
+    if text.lower() not in names:
+        raise argparse.ArgumentTypeError(
+            f"unknown metric '{text}': choose from {', '.join(METRICS)} (or all, loftr)"
+        )
+    return names[text.lower()]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--results_base_dir",
+        type=Path,
+        required=True,
+        help="folder holding the RealBench-<N>-results[-variant] folders",
+    )
+    parser.add_argument(
+        "--realbench_dataset_dir",
+        type=Path,
+        help="RealBench data: <dir>/RealBench/<N>/target/{gt,mask}.png (or <dir>/<N>/...)",
+    )
+    parser.add_argument(
+        "--custom_dataset_dir",
+        type=Path,
+        help="custom data: <dir>/Custom/<N>/target/{gt,mask}.png (or <dir>/<N>/...)",
+    )
+    parser.add_argument(
+        "--cache_dir",
+        type=Path,
+        default=Path("benchmark_cache"),
+        help="score cache, shared safely between runs",
+    )
+    parser.add_argument(
+        "--output_file",
+        type=Path,
+        default=Path("benchmark_report.txt"),
+        help="text report; the other report files are written next to it",
+    )
+    parser.add_argument(
+        "--metrics",
+        nargs="+",
+        type=metric_name,
+        default=list(METRICS),
+        help=f"metrics to compute: {' '.join(METRICS)}",
+    )
+    parser.add_argument(
+        "--force_recalc",
+        nargs="+",
+        type=metric_name,
+        default=[],
+        help="recompute these metrics (METRIC ...), every metric (all), or the "
+        "correspondence ranking (loftr), ignoring the caches",
+    )
+    parser.add_argument(
+        "--num_images",
+        type=int,
+        default=NUM_IMAGES,
+        help="completions per results folder; folders with fewer are skipped",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="metric and ranking processes run at once",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=3600.0,
+        help="seconds one metric process (or one ranking) may run",
+    )
+    parser.add_argument(
+        "--ranking_matcher", default="loftr", help="--matcher passed to loftr_ranking.py"
+    )
+    args = parser.parse_args(argv)
+    args.metrics = [m for m in dict.fromkeys(args.metrics) if m in METRICS]
+    return args
+
+
+def run(args: argparse.Namespace, progress: bool = True) -> dict:
+    """Discover, score, rank and report; returns the written files."""
+    if not args.results_base_dir.is_dir():
+        raise SceneError(f"{args.results_base_dir}: results folder not found (--results_base_dir)")
+    dataset_dirs = {"RealBench": args.realbench_dataset_dir, "Custom": args.custom_dataset_dir}
+    folders, skipped = discover(args.results_base_dir, dataset_dirs, args.num_images)
+    for name, reason in skipped:
+        print(f"skipping {name}: {reason}", file=sys.stderr)
+    force = set(args.force_recalc)
+    start = time.perf_counter()
+    # Rankings and metrics share one pool of `--jobs` process slots and run side by side.
+    slots = threading.Semaphore(max(1, args.jobs))
+    with ThreadPoolExecutor(max_workers=1) as background:
+        rankings = background.submit(
+            rank, folders, args.ranking_matcher, "loftr" in force, args.jobs, args.timeout, slots
+        )
+        ev = evaluate(
+            folders,
+            args.metrics,
+            args.cache_dir,
+            force,
+            args.jobs,
+            args.timeout,
+            progress=progress,
+            slots=slots,
+        )
+        rankings = rankings.result()
+    settings = vars(args) | {"seconds": round(time.perf_counter() - start, 2)}
+    outputs = write_reports(
+        Summary(folders, args.metrics, ev, rankings), args.output_file, settings, skipped
+    )
+    for metric, r in ev.runs.items():
+        print(
+            f"{metric}: {r.status} ({r.computed} computed, {r.cached} cached, "
+            f"{len(r.errors)} errors)",
+            file=sys.stderr,
+        )
+    print(f"{len(folders)} folders evaluated; report: {args.output_file}", file=sys.stderr)
+    return outputs
+
+
+def main() -> int:
+    args = parse_args()
+    try:
+        run(args)
+    except SceneError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the cache keeps every score finished so far", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
