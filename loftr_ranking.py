@@ -1,0 +1,764 @@
+"""Rank completions by their correspondences with the references; optionally pick the best.
+
+A completion's score is the number of correspondences between each reference and the
+completion whose completion-side keypoint lies in the FILLED region (the target's mask, dilated
+by a few pixels), summed over the references: RealFill's correspondence-based seed selection.
+Matches in the known region do not count, since every completion shares it with the target.
+
+  # rank only: write loftr_ranking_scores.json into the completions' folder
+  python loftr_ranking.py --rank-only --source-dir results/RealBench-0-results \\
+      --ref-dir RealBench/0/ref --mask RealBench/0/target/mask.png
+
+  # selection (ReFill): a NEW scene folder = the original references + the best completions,
+  # topped up to --target-count references, with the same target; the dataset is not touched
+  python loftr_ranking.py --source-dir results/RealBench-0-results --ref-dir RealBench/0/ref \\
+      --target-count 5 --output-scene-dir work/RealBench-0-refill-scene
+
+LoFTR needs weights: --loftr-weights PATH (or REALFILL_LOFTR_WEIGHTS), else kornia's checkpoint
+in the torch hub cache, else kornia's download (skipped when HF_HUB_OFFLINE is set).
+--matcher sift needs no weights. Pair results are cached by content, so re-ranking is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import sys
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from realfill_utils import (
+    SceneError,
+    atomic_path,
+    atomic_write_json,
+    hub_offline,
+    list_images,
+    load_image,
+    load_mask,
+)
+
+SCHEMA_VERSION = 1  # of loftr_ranking_scores.json and refill_selection.json
+CACHE_VERSION = 1  # bump when the matching code changes its answers; old entries then miss
+SCORES_FILE = "loftr_ranking_scores.json"
+SELECTION_FILE = "refill_selection.json"
+CACHE_DIR_NAME = ".ranking_cache"  # default pair cache, inside --source-dir
+WEIGHTS_ENV = "REALFILL_LOFTR_WEIGHTS"
+RANDOM_WEIGHTS = "random"  # --loftr-weights random: untrained LoFTR, for smoke tests and timing
+
+MATCHERS = ("loftr", "sift")
+MODEL_TYPES = ("outdoor", "indoor")  # kornia's pretrained LoFTR checkpoints
+CONF_THRESHOLD = 0.7  # LoFTR match confidence to count; the earlier implementation's value
+MAX_SIDE = 384  # px, long side for matching; measured under 1 s/pair on 2 CPU cores (bench/)
+MASK_DILATION = 4  # px at the completion's size: matches on the hole's border still count
+SIFT_RATIO = 0.8  # Lowe's ratio test
+RANSAC_THRESHOLD = 2.0  # px at the matching size, Sampson distance to the fundamental matrix
+MIN_MATCHES = 8  # a fundamental matrix needs 8; fewer tentative matches score 0
+REFILL_PREFIX = "refill-"  # name prefix of completions copied into a ReFill scene's ref/
+
+
+class RankingAborted(SceneError):
+    """A problem that spoils every pair (no LoFTR weights, an unreadable reference)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Images prepared for matching
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class MatchImage:
+    """One image decoded for matching: grey uint8 at the matching size, plus its identity."""
+
+    name: str
+    sha256: str
+    full_size: tuple[int, int]  # (width, height) on disk
+    gray: np.ndarray  # (h, w) uint8 at the matching size
+
+    def to_full(self, points: np.ndarray) -> np.ndarray:
+        """Map (N, 2) x, y pixel coordinates at the matching size to the on-disk size."""
+        height, width = self.gray.shape
+        scale = np.array([self.full_size[0] / width, self.full_size[1] / height])
+        return (points + 0.5) * scale - 0.5
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def match_size(size: tuple[int, int], max_side: int, multiple: int = 1) -> tuple[int, int]:
+    """(width, height) with the long side at most `max_side` (never enlarged), each a multiple."""
+    width, height = size
+    scale = min(1.0, max_side / max(width, height))
+    return tuple(
+        max(multiple, int(round(s * scale / multiple)) * multiple) for s in (width, height)
+    )
+
+
+def prepare(path: Path, max_side: int, multiple: int = 1, sha256: str | None = None) -> MatchImage:
+    image = load_image(path)
+    gray = image.convert("L").resize(
+        match_size(image.size, max_side, multiple), Image.Resampling.LANCZOS
+    )
+    return MatchImage(path.name, sha256 or file_sha256(path), image.size, np.asarray(gray))
+
+
+class _Memo:
+    """A few recent per-image results (features), keyed by content hash."""
+
+    def __init__(self, size: int = 8):
+        self.size, self.items = size, OrderedDict()
+
+    def get(self, image: MatchImage, compute):
+        if image.sha256 in self.items:
+            self.items.move_to_end(image.sha256)
+            return self.items[image.sha256]
+        value = compute(image)
+        self.items[image.sha256] = value
+        if len(self.items) > self.size:
+            self.items.popitem(last=False)
+        return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Matchers: match(reference, candidate) -> (N, 2) candidate keypoints of accepted
+# correspondences, in the candidate's on-disk pixel coordinates.
+# ---------------------------------------------------------------------------------------------
+class SiftMatcher:
+    """Weight-free: OpenCV SIFT, Lowe's ratio test, then RANSAC on the fundamental matrix (so
+    a 3D scene seen from another viewpoint verifies); the inliers are the correspondences."""
+
+    name = "sift"
+    multiple = 1
+
+    def __init__(
+        self,
+        max_side: int = MAX_SIDE,
+        ratio: float = SIFT_RATIO,
+        ransac_threshold: float = RANSAC_THRESHOLD,
+    ):
+        import cv2
+
+        self.cv2 = cv2
+        self.max_side, self.ratio, self.ransac_threshold = max_side, ratio, ransac_threshold
+        self.sift = cv2.SIFT_create()
+        self.memo = _Memo()
+
+    def settings(self) -> dict:
+        """What changes the answer: the JSON records it and the pair cache keys on it."""
+        return {
+            "matcher": self.name,
+            "model_type": None,
+            "conf_threshold": None,
+            "max_side": self.max_side,
+            "weights": None,
+            "weights_sha256": None,
+            "sift_ratio": self.ratio,
+            "ransac_threshold": self.ransac_threshold,
+            "min_matches": MIN_MATCHES,
+            "device": "cpu",
+            "library": f"opencv {self.cv2.__version__}",
+        }
+
+    def _features(self, image: MatchImage):
+        keypoints, descriptors = self.sift.detectAndCompute(image.gray, None)
+        points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)
+        return points, descriptors
+
+    def match(self, reference: MatchImage, candidate: MatchImage) -> np.ndarray:
+        ref_points, ref_desc = self.memo.get(reference, self._features)
+        cand_points, cand_desc = self.memo.get(candidate, self._features)
+        if ref_desc is None or cand_desc is None or len(ref_desc) < 2:
+            return np.zeros((0, 2))
+        pairs = self.cv2.BFMatcher(self.cv2.NORM_L2).knnMatch(cand_desc, ref_desc, k=2)
+        good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < self.ratio * p[1].distance]
+        if len(good) < MIN_MATCHES:
+            return np.zeros((0, 2))
+        cand_xy = cand_points[[m.queryIdx for m in good]]
+        ref_xy = ref_points[[m.trainIdx for m in good]]
+        _, inliers = self.cv2.findFundamentalMat(
+            cand_xy, ref_xy, self.cv2.FM_RANSAC, self.ransac_threshold, 0.999, 10000
+        )
+        if inliers is None:
+            return np.zeros((0, 2))
+        return candidate.to_full(cand_xy[inliers.ravel().astype(bool)])
+
+
+def _kornia_cache_file(model_type: str) -> Path:
+    """Where kornia keeps a downloaded LoFTR checkpoint (the torch hub cache)."""
+    import torch
+    from kornia.feature.loftr.loftr import urls
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urls[model_type][0]).name
+
+
+def _no_weights(model_type: str, why: str) -> RankingAborted:
+    return RankingAborted(
+        f"LoFTR '{model_type}' weights are not available ({why}). Either pass a local "
+        f"checkpoint with --loftr-weights PATH (or set {WEIGHTS_ENV}), e.g. kornia's "
+        f"loftr_{model_type}.ckpt, or use the weight-free matcher with --matcher sift"
+    )
+
+
+def resolve_loftr_weights(weights: str | None, model_type: str) -> str:
+    """Path of a LoFTR checkpoint, or RANDOM_WEIGHTS; fails in seconds when none can be had.
+
+    Order: `weights` (--loftr-weights), $REALFILL_LOFTR_WEIGHTS, kornia's cached download,
+    then kornia's download unless HF_HUB_OFFLINE is set or the host cannot be reached.
+    """
+    weights = weights or os.environ.get(WEIGHTS_ENV) or None
+    if weights == RANDOM_WEIGHTS:
+        return RANDOM_WEIGHTS
+    if weights:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise RankingAborted(
+                f"{path}: LoFTR checkpoint not found (given by --loftr-weights or {WEIGHTS_ENV}); "
+                f"pass the path of a loftr_{model_type}.ckpt file, or use --matcher sift"
+            )
+        return str(path.resolve())
+    cached = _kornia_cache_file(model_type)
+    if cached.is_file():
+        return str(cached)
+    if hub_offline():
+        raise _no_weights(model_type, f"HF_HUB_OFFLINE is set and {cached} does not exist")
+    from kornia.feature.loftr.loftr import urls
+
+    try:  # a quick probe, so that an offline machine fails now, not after minutes of retries
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+    except OSError as err:
+        raise _no_weights(model_type, f"cannot reach huggingface.co: {err}") from None
+    from kornia.core.download import download_file_from_url
+
+    try:
+        return download_file_from_url(urls[model_type], timeout=20)
+    except Exception as err:  # kornia raises RuntimeError, ValueError, ...; all mean "not here"
+        raise _no_weights(
+            model_type, f"download failed: {str(err).splitlines()[0][:200]}"
+        ) from None
+
+
+def load_loftr(weights: str, model_type: str, device: str):
+    """kornia LoFTR built without a download, then given `weights` (a checkpoint path)."""
+    import torch
+    from kornia.feature import LoFTR
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # so that RANDOM_WEIGHTS are the same in every run
+        model = LoFTR(pretrained=None)
+    if weights != RANDOM_WEIGHTS:
+        try:
+            checkpoint = torch.load(weights, map_location="cpu", weights_only=True)
+            state = checkpoint.get("state_dict", checkpoint)
+            state = {k.removeprefix("matcher."): v for k, v in state.items()}
+            model.load_state_dict(state)
+        except Exception as err:
+            raise RankingAborted(
+                f"{weights}: not a LoFTR checkpoint kornia can load ({type(err).__name__}: "
+                f"{str(err).splitlines()[0][:200]}); pass kornia's loftr_{model_type}.ckpt"
+            ) from None
+    return model.eval().to(device)
+
+
+class LoftrMatcher:
+    """kornia LoFTR; each image's backbone features are computed once and reused for all of
+    its pairs. Correspondences above `conf_threshold` count (no geometric check, as LoFTR's
+    confidence is what the paper ranks by)."""
+
+    name = "loftr"
+    multiple = 8  # LoFTR's coarse stride
+
+    def __init__(
+        self,
+        weights: str | None = None,
+        model_type: str = "outdoor",
+        conf_threshold: float = CONF_THRESHOLD,
+        max_side: int = MAX_SIDE,
+        device: str | None = None,
+    ):
+        import torch
+
+        if model_type not in MODEL_TYPES:
+            raise SceneError(f"unknown LoFTR model type '{model_type}': use one of {MODEL_TYPES}")
+        self.torch = torch
+        self.weights = resolve_loftr_weights(weights, model_type)
+        self.weights_sha256 = (
+            RANDOM_WEIGHTS if self.weights == RANDOM_WEIGHTS else file_sha256(self.weights)
+        )
+        self.model_type, self.conf_threshold, self.max_side = model_type, conf_threshold, max_side
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = None  # loaded on the first pair the cache does not hold
+        self.memo = _Memo()
+
+    def settings(self) -> dict:
+        return {
+            "matcher": self.name,
+            "model_type": self.model_type,
+            "conf_threshold": self.conf_threshold,
+            "max_side": self.max_side,
+            "weights": self.weights,
+            "weights_sha256": self.weights_sha256,
+            "device": self.device,
+            "library": f"kornia {version('kornia')}, torch {version('torch')}",
+        }
+
+    def _features(self, image: MatchImage):
+        tensor = (
+            self.torch.from_numpy(image.gray.copy()).to(self.device, self.torch.float32) / 255.0
+        )
+        return self.model.extract_features(tensor[None, None])
+
+    def match(self, reference: MatchImage, candidate: MatchImage) -> np.ndarray:
+        if self.model is None:
+            self.model = load_loftr(self.weights, self.model_type, self.device)
+        with self.torch.inference_mode():
+            ref_features = self.memo.get(reference, self._features)
+            cand_features = self.memo.get(candidate, self._features)
+            out = self.model({"features0": ref_features, "features1": cand_features})
+        keep = out["confidence"] > self.conf_threshold
+        return candidate.to_full(out["keypoints1"][keep].cpu().numpy().astype(np.float64))
+
+
+def make_matcher(
+    matcher: str = "loftr",
+    *,
+    weights: str | None = None,
+    model_type: str = "outdoor",
+    conf_threshold: float = CONF_THRESHOLD,
+    max_side: int = MAX_SIDE,
+):
+    if matcher == "sift":
+        return SiftMatcher(max_side=max_side)
+    if matcher == "loftr":
+        return LoftrMatcher(weights, model_type, conf_threshold, max_side)
+    raise SceneError(f"unknown matcher '{matcher}': use one of {', '.join(MATCHERS)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Pair cache: one small JSON file per (reference, candidate, mask, settings), written atomically,
+# so concurrent rankers never see a half-written entry and need no lock.
+# ---------------------------------------------------------------------------------------------
+class PairCache:
+    def __init__(self, folder: Path | None):
+        self.folder = Path(folder) if folder else None
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(fields: dict) -> str:
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+    def get(self, fields: dict) -> int | None:
+        if self.folder is None:
+            return None
+        try:
+            entry = json.loads((self.folder / f"{self.key(fields)}.json").read_text())
+            count = entry["count"] if entry["fields"] == fields else None
+        except (OSError, ValueError, KeyError, TypeError):
+            count = None  # missing or unreadable entries are recomputed, never trusted
+        if count is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return count
+
+    def put(self, fields: dict, count: int) -> None:
+        if self.folder is not None:
+            atomic_write_json(
+                {"fields": fields, "count": count}, self.folder / f"{self.key(fields)}.json"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranking
+# ---------------------------------------------------------------------------------------------
+def natural_key(name: str):
+    """'2.png' before '10.png'."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def dilate(fill_mask: np.ndarray, pixels: float) -> np.ndarray:
+    """fill_mask (True = fill) grown by `pixels` (Euclidean)."""
+    if pixels <= 0:
+        return fill_mask
+    from scipy.ndimage import distance_transform_edt
+
+    return distance_transform_edt(~fill_mask) <= pixels
+
+
+def mask_for(fill_mask: np.ndarray, size: tuple[int, int], dilation: float) -> np.ndarray:
+    """The dilated fill mask at a completion's (width, height); raises if the aspect differs."""
+    height, width = fill_mask.shape
+    if (width, height) != tuple(size):
+        if abs(size[0] / size[1] - width / height) > 0.02 * width / height:
+            raise SceneError(
+                f"is {size[0]}x{size[1]} but the mask is {width}x{height}, another aspect "
+                "ratio: rank completions of this target with the target's own mask"
+            )
+        resized = Image.fromarray(fill_mask).resize(size, Image.Resampling.NEAREST)
+        fill_mask = np.asarray(resized)
+    return dilate(fill_mask, dilation)
+
+
+def count_inside(points: np.ndarray, region: np.ndarray) -> int:
+    """How many (x, y) points fall on True pixels of `region`."""
+    if len(points) == 0:
+        return 0
+    height, width = region.shape
+    x = np.clip(np.floor(points[:, 0] + 0.5).astype(int), 0, width - 1)
+    y = np.clip(np.floor(points[:, 1] + 0.5).astype(int), 0, height - 1)
+    return int(region[y, x].sum())
+
+
+def _error_text(err: BaseException) -> str:
+    text = str(err).splitlines()[0][:300] if str(err) else ""
+    return text if isinstance(err, SceneError) else f"{type(err).__name__}: {text}"
+
+
+def rank_completions(
+    candidate_paths: list[Path],
+    reference_paths: list[Path],
+    fill_mask: np.ndarray,
+    matcher,
+    *,
+    mask_dilation: float = MASK_DILATION,
+    cache: PairCache | None = None,
+    progress: bool = True,
+) -> dict:
+    """Score each completion against every reference; return the scores document (see docs).
+
+    fill_mask: bool (H, W), True = filled region, at the target's size. A candidate whose
+    matching fails gets `error` (score null), never a silent 0. An unreadable reference or an
+    unavailable matcher aborts the whole ranking (RankingAborted).
+    """
+    from tqdm.auto import tqdm
+
+    cache = cache or PairCache(None)
+    settings = matcher.settings() | {"mask_dilation": mask_dilation}
+    mask_sha = hashlib.sha256(
+        np.packbits(fill_mask).tobytes() + str(fill_mask.shape).encode()
+    ).hexdigest()
+    base_fields = {"cache_version": CACHE_VERSION, "mask_sha256": mask_sha, **settings}
+    base_fields.pop("weights")  # the path does not change the answer; its hash does
+    names = [p.name for p in reference_paths]
+    if len(set(names)) != len(names):
+        raise RankingAborted("two references share a file name: give each its own name")
+    references = {p.name: (p, file_sha256(p)) for p in reference_paths}
+    prepared: dict[str, MatchImage] = {}  # references are decoded once, on the first miss
+
+    def reference(name: str) -> MatchImage:
+        if name not in prepared:
+            path, sha = references[name]
+            try:
+                prepared[name] = prepare(path, matcher.max_side, matcher.multiple, sha)
+            except SceneError as err:
+                raise RankingAborted(f"reference {err}") from None
+        return prepared[name]
+
+    def score(path: Path) -> dict[str, int]:
+        sha, candidate, region, counts = file_sha256(path), None, None, {}
+        for name in names:
+            fields = base_fields | {
+                "reference_sha256": references[name][1],
+                "candidate_sha256": sha,
+            }
+            count = cache.get(fields)
+            if count is None:
+                if candidate is None:  # decoded only when some pair is not cached
+                    candidate = prepare(path, matcher.max_side, matcher.multiple, sha)
+                    region = mask_for(fill_mask, candidate.full_size, mask_dilation)
+                ref = reference(name)
+                try:
+                    count = count_inside(matcher.match(ref, candidate), region)
+                except RankingAborted:
+                    raise
+                except Exception as err:
+                    raise RuntimeError(f"matching against {name}: {_error_text(err)}") from err
+                cache.put(fields, count)
+            counts[name] = count
+            bar.update()
+        return counts
+
+    rows = []
+    bar = tqdm(
+        total=len(candidate_paths) * len(names),
+        desc="ranking pairs",
+        unit="pair",
+        disable=None if progress else True,  # None: only on a terminal
+        leave=False,
+    )
+    for path in candidate_paths:
+        row = {"image": path.name, "score": None, "per_reference": {}, "error": None}
+        try:
+            row["per_reference"] = score(path)
+            row["score"] = sum(row["per_reference"].values())
+        except RankingAborted:
+            raise
+        except Exception as err:  # any failure of this candidate is reported, not counted as 0
+            row["error"] = f"{path.name}: {_error_text(err)}"
+        rows.append(row)
+    bar.close()
+    rows.sort(key=lambda r: (r["error"] is not None, -(r["score"] or 0), natural_key(r["image"])))
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "settings": settings,
+        "references": names,
+        "candidates": rows,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Selection (ReFill): a new scene folder, never the dataset's own ref/
+# ---------------------------------------------------------------------------------------------
+def choose(ranking: dict, count: int) -> list[dict]:
+    """The best `count` candidates that scored (errors are never chosen)."""
+    return [c for c in ranking["candidates"] if c["error"] is None][: max(0, count)]
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def build_refill_scene(
+    ref_dir: Path,
+    target_dir: Path,
+    source_dir: Path,
+    ranking: dict,
+    target_count: int,
+    output_scene_dir: Path,
+) -> dict:
+    """Write output_scene_dir = ref/ (original references + chosen completions, up to
+    `target_count` references in all) + target/ (a copy), with SELECTION_FILE recording the
+    choice. The folder appears in one rename; the dataset folders are only read."""
+    ref_dir, target_dir, out = Path(ref_dir), Path(target_dir), Path(output_scene_dir)
+    for folder in (ref_dir.parent, source_dir):
+        if _inside(out, folder) or _inside(folder, out):
+            raise SceneError(
+                f"--output-scene-dir {out} overlaps {folder}: the augmented scene must be a new "
+                "folder outside the dataset scene and the completions"
+            )
+    if out.exists() and any(out.iterdir()) and not (out / SELECTION_FILE).is_file():
+        raise SceneError(
+            f"{out} exists and is not a scene this script built (no {SELECTION_FILE}): "
+            "choose a new --output-scene-dir"
+        )
+    for name in ("target.png", "mask.png"):
+        if not (target_dir / name).is_file():
+            raise SceneError(
+                f"{target_dir / name}: missing; selection copies the scene's target folder, "
+                "so --ref-dir must be the ref/ folder of a scene laid out as <scene>/ref, "
+                "<scene>/target"
+            )
+    originals, _ = list_images(ref_dir)
+    chosen = choose(ranking, target_count - len(originals))
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "source_dir": str(Path(source_dir).resolve()),
+        "reference_dir": str(ref_dir.resolve()),
+        "target_dir": str(target_dir.resolve()),
+        "target_count": target_count,
+        "original_references": [p.name for p in originals],
+        "chosen": [],
+        "settings": ranking["settings"],
+    }
+    with atomic_path(out, is_dir=True) as tmp:
+        (tmp / "ref").mkdir()
+        for path in originals:
+            shutil.copyfile(path, tmp / "ref" / path.name)
+        for entry in chosen:
+            name = REFILL_PREFIX + entry["image"]
+            shutil.copyfile(Path(source_dir) / entry["image"], tmp / "ref" / name)
+            record["chosen"].append(
+                {"image": entry["image"], "score": entry["score"], "copied_as": f"ref/{name}"}
+            )
+        shutil.copytree(target_dir, tmp / "target")
+        atomic_write_json(ranking, tmp / SCORES_FILE)
+        atomic_write_json(record, tmp / SELECTION_FILE)
+    return record
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--source-dir",
+        type=Path,
+        required=True,
+        help="folder of completions to rank (0.png, 1.png, ...)",
+    )
+    parser.add_argument(
+        "--ref-dir",
+        type=Path,
+        required=True,
+        help="the scene's reference folder (any image type and size)",
+    )
+    parser.add_argument(
+        "--mask",
+        type=Path,
+        default=None,
+        help="the target's mask.png, white = filled region; default: <ref-dir>/../target/mask.png",
+    )
+    parser.add_argument(
+        "--rank-only",
+        action="store_true",
+        help="only write the scores; default is selection, which needs "
+        "--target-count and --output-scene-dir",
+    )
+    parser.add_argument(
+        "--ranking-output-file",
+        type=Path,
+        default=None,
+        help=f"scores JSON; default: <source-dir>/{SCORES_FILE} with --rank-only, "
+        f"<output-scene-dir>/{SCORES_FILE} otherwise",
+    )
+    parser.add_argument(
+        "--target-count",
+        type=int,
+        default=None,
+        help="selection: references wanted in all (originals + chosen), e.g. 5",
+    )
+    parser.add_argument(
+        "--output-scene-dir",
+        type=Path,
+        default=None,
+        help="selection: the new scene folder to build (outside the dataset)",
+    )
+    parser.add_argument(
+        "--matcher",
+        choices=MATCHERS,
+        default="loftr",
+        help="loftr needs weights; sift is weight-free",
+    )
+    parser.add_argument(
+        "--model-type", choices=MODEL_TYPES, default="outdoor", help="which kornia LoFTR checkpoint"
+    )
+    parser.add_argument(
+        "--loftr-weights",
+        default=None,
+        help=f"local LoFTR checkpoint (.ckpt); also ${WEIGHTS_ENV}. "
+        f"'{RANDOM_WEIGHTS}' = untrained, for smoke tests only",
+    )
+    parser.add_argument(
+        "--conf-threshold",
+        type=float,
+        default=CONF_THRESHOLD,
+        help="LoFTR confidence a correspondence needs to count",
+    )
+    parser.add_argument(
+        "--max-side",
+        type=int,
+        default=MAX_SIDE,
+        help="long side (px) images are resized to for matching",
+    )
+    parser.add_argument(
+        "--mask-dilation",
+        type=float,
+        default=MASK_DILATION,
+        help="grow the fill region by this many px before counting",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help=f"pair cache folder; default <source-dir>/{CACHE_DIR_NAME}",
+    )
+    parser.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    args = parser.parse_args(argv)
+    if not args.rank_only and (args.target_count is None or args.output_scene_dir is None):
+        parser.error("selection needs --target-count and --output-scene-dir (or pass --rank-only)")
+    return args
+
+
+def summary(ranking: dict) -> str:
+    scored = [c for c in ranking["candidates"] if c["error"] is None]
+    top = ", ".join(f"{c['image']}={c['score']}" for c in scored[:5])
+    failed = len(ranking["candidates"]) - len(scored)
+    return f"{len(scored)} ranked, best: {top or '-'}" + (f"; {failed} FAILED" if failed else "")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        if not args.source_dir.is_dir():
+            raise SceneError(f"{args.source_dir}: completions folder (--source-dir) not found")
+        if not args.ref_dir.is_dir():
+            raise SceneError(f"{args.ref_dir}: reference folder (--ref-dir) not found")
+        candidates, _ = list_images(args.source_dir)
+        candidates.sort(key=lambda p: natural_key(p.name))
+        references, _ = list_images(args.ref_dir)
+        if not candidates:
+            raise SceneError(f"{args.source_dir}: no completions (images such as 0.png) found")
+        if not references:
+            raise SceneError(f"{args.ref_dir}: no reference images found")
+        mask_path = args.mask or args.ref_dir.parent / "target" / "mask.png"
+        if not mask_path.is_file():
+            raise SceneError(f"{mask_path}: mask not found; pass the target's mask with --mask")
+        fill_mask = load_mask(mask_path)
+        matcher = make_matcher(
+            args.matcher,
+            weights=args.loftr_weights,
+            model_type=args.model_type,
+            conf_threshold=args.conf_threshold,
+            max_side=args.max_side,
+        )
+        cache = PairCache(
+            None if args.no_cache else args.cache_dir or args.source_dir / CACHE_DIR_NAME
+        )
+        start = time.perf_counter()
+        ranking = rank_completions(
+            candidates,
+            references,
+            fill_mask,
+            matcher,
+            mask_dilation=args.mask_dilation,
+            cache=cache,
+        )
+        ranking["settings"]["mask"] = str(mask_path.resolve())
+        seconds = time.perf_counter() - start
+        print(
+            f"{args.matcher}: {summary(ranking)} ({len(candidates)}x{len(references)} pairs, "
+            f"{cache.hits} cached, {seconds:.1f} s)"
+        )
+        if args.rank_only:
+            out = args.ranking_output_file or args.source_dir / SCORES_FILE
+            atomic_write_json(ranking, out)
+            print(f"scores: {out}")
+        else:
+            record = build_refill_scene(
+                args.ref_dir,
+                args.ref_dir.parent / "target",
+                args.source_dir,
+                ranking,
+                args.target_count,
+                args.output_scene_dir,
+            )
+            if args.ranking_output_file:
+                atomic_write_json(ranking, args.ranking_output_file)
+            chosen = ", ".join(f"{c['image']} ({c['score']})" for c in record["chosen"]) or "none"
+            print(
+                f"scene: {args.output_scene_dir} ({len(record['original_references'])} "
+                f"original + chosen: {chosen})"
+            )
+    except SceneError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0 if any(c["error"] is None for c in ranking["candidates"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

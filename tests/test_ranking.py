@@ -1,0 +1,346 @@
+"""loftr_ranking.py: fill-region scores, the pair cache, errors in the JSON, LoFTR's code path and
+its offline failure, and selection into a new scene folder (the dataset stays untouched)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+import loftr_ranking as lr
+
+SIZE = 160  # px: big enough for SIFT to find the photo's structure, small enough to be quick
+
+
+def photo(size: int = SIZE, name: str = "astronaut") -> np.ndarray:
+    image = Image.fromarray(getattr(data, name)()).convert("RGB")
+    return np.asarray(image.resize((size, size), Image.Resampling.LANCZOS))
+
+
+def make_photo_scene(root: Path, seed: int = 0) -> Path:
+    """RealBench-layout scene from a real photo: references are perspective warps of it (png and
+    jpg, of other sizes), the target is the photo with a white centre hole."""
+    rng = np.random.default_rng(seed)
+    world = photo()
+    (root / "ref").mkdir(parents=True)
+    (root / "target").mkdir()
+    corners = np.float32([[0, 0], [SIZE, 0], [SIZE, SIZE], [0, SIZE]])
+    for i in range(3):
+        moved = corners + rng.uniform(-0.12, 0.12, (4, 2)).astype(np.float32) * SIZE
+        warp = cv2.getPerspectiveTransform(corners, moved)
+        ref = cv2.warpPerspective(world, warp, (SIZE + 24 * i, SIZE), borderMode=cv2.BORDER_REFLECT)
+        Image.fromarray(ref).save(root / "ref" / f"{i}.{'jpg' if i % 2 else 'png'}", quality=95)
+    fill_mask = np.zeros((SIZE, SIZE), bool)
+    fill_mask[SIZE * 3 // 10 : SIZE * 7 // 10, SIZE * 3 // 10 : SIZE * 7 // 10] = True
+    Image.fromarray(fill_mask.astype(np.uint8) * 255).save(root / "target" / "mask.png")
+    target = world.copy()
+    target[fill_mask] = 255
+    Image.fromarray(target).save(root / "target" / "target.png")
+    Image.fromarray(world).save(root / "target" / "gt.png")
+    return root
+
+
+def fill_with(content: np.ndarray, fill_mask: np.ndarray) -> Image.Image:
+    """The scene's photo with `content` in the filled region (a fake completion)."""
+    out = photo().copy()
+    out[fill_mask] = content[fill_mask]
+    return Image.fromarray(out)
+
+
+def make_completions(scene: Path, folder: Path) -> Path:
+    """true.png: the hole holds the true content; noise, grey, other: it holds noise, flat grey,
+    another photo. All share the known region with the target."""
+    fill_mask = lr.load_mask(scene / "target" / "mask.png")
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True)
+    fill_with(photo(), fill_mask).save(folder / "true.png")
+    fill_with(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8), fill_mask).save(
+        folder / "noise.png"
+    )
+    fill_with(np.full((SIZE, SIZE, 3), 128, np.uint8), fill_mask).save(folder / "grey.png")
+    fill_with(photo(name="coffee"), fill_mask).save(folder / "other.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def photo_scene(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("ranking")
+    scene = make_photo_scene(root / "data" / "RealBench" / "0")
+    return scene, make_completions(scene, root / "results" / "RealBench-0-results")
+
+
+def images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix in (".png", ".jpg"))
+
+
+class CountingMatcher:
+    """Wraps a matcher and counts the pairs it is really asked to match."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+        self.name, self.multiple, self.max_side = inner.name, inner.multiple, inner.max_side
+
+    def settings(self):
+        return self.inner.settings()
+
+    def match(self, reference, candidate):
+        self.calls += 1
+        return self.inner.match(reference, candidate)
+
+
+def rank(scene: Path, completions: Path, matcher, cache=None, fill_mask=None, **kw) -> dict:
+    if fill_mask is None:
+        fill_mask = lr.load_mask(scene / "target" / "mask.png")
+    return lr.rank_completions(
+        images(completions), images(scene / "ref"), fill_mask, matcher, cache=cache, **kw
+    )
+
+
+def scores(ranking: dict) -> dict[str, int]:
+    return {c["image"]: c["score"] for c in ranking["candidates"]}
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_sift_ranks_the_true_fill_first(photo_scene):
+    scene, completions = photo_scene
+    ranking = rank(scene, completions, lr.make_matcher("sift"))
+    order = [c["image"] for c in ranking["candidates"]]
+    got = scores(ranking)
+    assert order[0] == "true.png", got
+    assert got["true.png"] > 4 * max(got["noise.png"], got["grey.png"], got["other.png"]), got
+    assert ranking["references"] == ["0.png", "1.jpg", "2.png"]  # jpg references count too
+    for c in ranking["candidates"]:
+        assert c["error"] is None and sum(c["per_reference"].values()) == c["score"]
+        assert set(c["per_reference"]) == set(ranking["references"])
+
+
+def test_only_the_filled_region_counts(photo_scene):
+    """The noise fill shares the whole known region with the target: matched over the whole
+    image it scores well, yet its fill-region score is far below the true fill's."""
+    scene, completions = photo_scene
+    matcher = lr.make_matcher("sift")
+    whole = scores(rank(scene, completions, matcher, fill_mask=np.ones((SIZE, SIZE), bool)))
+    fill = scores(rank(scene, completions, matcher))
+    assert whole["noise.png"] > 0.5 * whole["true.png"], whole
+    assert fill["noise.png"] < 0.2 * fill["true.png"], fill
+
+
+def test_dilation_and_mask_resizing():
+    fill_mask = np.zeros((10, 20), bool)
+    fill_mask[4:6, 8:12] = True
+    grown = lr.dilate(fill_mask, 2)
+    assert grown[2, 10] and grown[4, 6] and not grown[1, 10] and not grown[4, 5]
+    assert lr.mask_for(fill_mask, (40, 20), 0).sum() == 4 * fill_mask.sum()  # same aspect
+    with pytest.raises(lr.SceneError, match="aspect"):
+        lr.mask_for(fill_mask, (20, 20), 0)
+    points = np.array([[9.0, 4.0], [0.0, 0.0], [11.4, 5.4], [11.6, 5.0]])
+    assert lr.count_inside(points, fill_mask) == 2  # (11.6, 5) rounds to column 12: outside
+
+
+def test_cache_hits_and_invalidation(photo_scene, tmp_path):
+    scene, original = photo_scene
+    completions = tmp_path / "results"
+    completions.mkdir()
+    for p in images(original):
+        (completions / p.name).write_bytes(p.read_bytes())
+    cache = lr.PairCache(tmp_path / "cache")
+    matcher = CountingMatcher(lr.make_matcher("sift"))
+    first = rank(scene, completions, matcher, cache=cache)
+    assert matcher.calls == 4 * 3
+
+    matcher.calls = 0
+    start = time.perf_counter()
+    again = rank(scene, completions, matcher, cache=cache)
+    assert matcher.calls == 0 and again == first  # every pair came from the cache
+    assert time.perf_counter() - start < 1.0
+
+    # A changed completion is matched again, and only it; its score follows its new content.
+    fill_mask = lr.load_mask(scene / "target" / "mask.png")
+    fill_with(np.ascontiguousarray(photo()[::-1]), fill_mask).save(completions / "true.png")
+    changed = rank(scene, completions, matcher, cache=cache)
+    assert matcher.calls == 3
+    assert scores(changed)["true.png"] < 0.2 * scores(first)["true.png"]
+    assert {k: v for k, v in scores(changed).items() if k != "true.png"} == {
+        k: v for k, v in scores(first).items() if k != "true.png"
+    }
+
+    # Settings that change the answer are part of the key; a damaged entry is recomputed.
+    matcher.calls = 0
+    known = set((tmp_path / "cache").glob("*.json"))
+    rank(scene, completions, matcher, cache=cache, mask_dilation=0)
+    assert matcher.calls == 12
+    entry = sorted(set((tmp_path / "cache").glob("*.json")) - known)[0]
+    entry.write_text("{half a file")
+    matcher.calls = 0
+    rank(scene, completions, matcher, cache=cache, mask_dilation=0)
+    assert matcher.calls == 1
+    assert not list((tmp_path / "cache").glob(".*tmp*"))  # atomic writes leave no temp files
+
+
+class FailingMatcher(CountingMatcher):
+    def match(self, reference, candidate):
+        if candidate.name == "grey.png" and reference.name == "1.jpg":
+            raise RuntimeError("out of memory")
+        return super().match(reference, candidate)
+
+
+def test_failures_are_errors_in_the_json_never_zero(photo_scene, tmp_path):
+    scene, original = photo_scene
+    completions = tmp_path / "results"
+    completions.mkdir()
+    for p in images(original):
+        (completions / p.name).write_bytes(p.read_bytes())
+    (completions / "broken.png").write_bytes(b"not an image")
+    Image.new("RGB", (SIZE * 2, SIZE)).save(completions / "wide.png")  # not the mask's aspect
+    cache = lr.PairCache(tmp_path / "cache")
+    ranking = rank(scene, completions, FailingMatcher(lr.make_matcher("sift")), cache=cache)
+    rows = {c["image"]: c for c in ranking["candidates"]}
+    assert [c["image"] for c in ranking["candidates"]][-3:] == [
+        "broken.png",
+        "grey.png",
+        "wide.png",
+    ]
+    for name in ("broken.png", "grey.png", "wide.png"):
+        assert rows[name]["score"] is None and rows[name]["error"].startswith(name)
+    assert "1.jpg" in rows["grey.png"]["error"] and "out of memory" in rows["grey.png"]["error"]
+    assert "aspect" in rows["wide.png"]["error"]
+    assert rows["true.png"]["error"] is None
+    # The failed pair was not cached: a later run tries it again.
+    matcher = CountingMatcher(lr.make_matcher("sift"))
+    rank(scene, completions, matcher, cache=cache)
+    assert matcher.calls == 2  # grey.png x 1.jpg and x 2.png (never reached); 0.png was cached
+
+
+def test_cli_rank_only_writes_the_documented_json(photo_scene, tmp_path, capsys):
+    scene, original = photo_scene
+    completions = tmp_path / "RealBench-0-results"
+    completions.mkdir()
+    for i, p in enumerate(images(original)):
+        (completions / f"{i}.png").write_bytes(p.read_bytes())
+    before = tree_digest(scene)
+    argv = ["--rank-only", "--source-dir", str(completions), "--ref-dir", str(scene / "ref")]
+    assert lr.main([*argv, "--matcher", "sift"]) == 0  # the mask is found beside ref/
+    data = json.loads((completions / lr.SCORES_FILE).read_text())
+    assert set(data) == {"schema_version", "settings", "references", "candidates"}
+    assert data["schema_version"] == 1
+    settings = data["settings"]
+    assert settings["matcher"] == "sift" and settings["max_side"] == lr.MAX_SIDE
+    assert settings["mask"] == str((scene / "target" / "mask.png").resolve())
+    for key in ("model_type", "conf_threshold", "mask_dilation", "weights"):
+        assert key in settings
+    by_score = [c["score"] for c in data["candidates"]]
+    assert by_score == sorted(by_score, reverse=True)
+    for c in data["candidates"]:
+        assert set(c) == {"image", "score", "per_reference", "error"}
+    assert (completions / lr.CACHE_DIR_NAME).is_dir()  # default cache beside the completions
+    assert tree_digest(scene) == before
+    assert "4 ranked" in capsys.readouterr().out
+
+
+def test_selection_builds_a_new_scene_and_leaves_the_dataset_alone(photo_scene, tmp_path):
+    scene, completions = photo_scene
+    before = tree_digest(scene)
+    out = tmp_path / "RealBench-0-refill-scene"
+    argv = ["--source-dir", str(completions), "--ref-dir", str(scene / "ref"), "--matcher", "sift"]
+    assert lr.main([*argv, "--target-count", "5", "--output-scene-dir", str(out)]) == 0
+    assert tree_digest(scene) == before
+    refs = sorted(p.name for p in (out / "ref").iterdir())
+    assert len(refs) == 5 and {"0.png", "1.jpg", "2.png", "refill-true.png"} < set(refs)
+    for name in ("0.png", "1.jpg", "2.png"):
+        assert (out / "ref" / name).read_bytes() == (scene / "ref" / name).read_bytes()
+    assert (out / "ref" / "refill-true.png").read_bytes() == (completions / "true.png").read_bytes()
+    assert tree_digest(out / "target") == tree_digest(scene / "target")
+    record = json.loads((out / lr.SELECTION_FILE).read_text())
+    assert [c["image"] for c in record["chosen"]][0] == "true.png"
+    assert record["original_references"] == ["0.png", "1.jpg", "2.png"]
+    assert json.loads((out / lr.SCORES_FILE).read_text())["candidates"][0]["image"] == "true.png"
+
+    # The new scene may not lie inside the dataset scene; an unknown folder is never replaced.
+    inside = scene / "refill"
+    assert lr.main([*argv, "--target-count", "5", "--output-scene-dir", str(inside)]) == 2
+    assert not inside.exists()
+    stranger = tmp_path / "someone-elses"
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("keep me")
+    assert lr.main([*argv, "--target-count", "5", "--output-scene-dir", str(stranger)]) == 2
+    assert (stranger / "notes.txt").read_text() == "keep me"
+
+
+@pytest.fixture
+def one_torch_thread():
+    """On a shared 2-core machine torch's thread pool mostly waits on itself: one thread is
+    several times faster for these tiny inputs."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_loftr_code_path_with_untrained_weights(photo_scene, one_torch_thread):
+    """kornia LoFTR with pretrained=None (seeded) runs end to end: untrained weights find no
+    confident matches, so every score is 0, but each pair ran and nothing is an error."""
+    scene, completions = photo_scene
+    matcher = CountingMatcher(lr.make_matcher("loftr", weights=lr.RANDOM_WEIGHTS, max_side=64))
+    candidates = [completions / "true.png", completions / "noise.png"]
+    ranking = lr.rank_completions(
+        candidates, [scene / "ref" / "1.jpg"], lr.load_mask(scene / "target" / "mask.png"), matcher
+    )
+    assert matcher.calls == 2
+    assert ranking["settings"]["matcher"] == "loftr"
+    assert ranking["settings"]["weights"] == lr.RANDOM_WEIGHTS
+    assert [(c["score"], c["error"]) for c in ranking["candidates"]] == [(0, None), (0, None)]
+    assert [c["image"] for c in ranking["candidates"]] == ["noise.png", "true.png"]  # ties: name
+
+
+def test_loftr_local_checkpoint_loads(tmp_path, one_torch_thread):
+    import torch
+    from kornia.feature import LoFTR
+
+    torch.manual_seed(1)
+    state = LoFTR(pretrained=None).state_dict()
+    path = tmp_path / "loftr_outdoor.ckpt"
+    torch.save({"state_dict": {f"matcher.{k}": v for k, v in state.items()}}, path)
+    matcher = lr.make_matcher("loftr", weights=str(path))
+    assert matcher.settings()["weights_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    model = lr.load_loftr(matcher.weights, "outdoor", "cpu")
+    key = next(iter(state))
+    assert torch.equal(model.state_dict()[key], state[key])
+    (tmp_path / "junk.ckpt").write_bytes(b"junk")
+    with pytest.raises(lr.SceneError, match="not a LoFTR checkpoint"):
+        lr.load_loftr(str(tmp_path / "junk.ckpt"), "outdoor", "cpu")
+
+
+def test_loftr_without_weights_offline_fails_fast(photo_scene, tmp_path, monkeypatch, capsys):
+    scene, completions = photo_scene
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))  # no cached checkpoint
+    monkeypatch.delenv(lr.WEIGHTS_ENV, raising=False)
+    import kornia.feature  # noqa: F401
+    import torch  # noqa: F401  (imported before the clock starts: the check itself is timed)
+
+    start = time.perf_counter()
+    argv = ["--rank-only", "--source-dir", str(completions), "--ref-dir", str(scene / "ref")]
+    assert lr.main(argv) == 2
+    assert time.perf_counter() - start < 5
+    message = capsys.readouterr().err
+    assert "--loftr-weights" in message and "--matcher sift" in message
+    assert not (completions / lr.SCORES_FILE).exists()
+    monkeypatch.setenv(lr.WEIGHTS_ENV, str(tmp_path / "missing.ckpt"))
+    assert lr.main(argv) == 2
+    assert "missing.ckpt" in capsys.readouterr().err
