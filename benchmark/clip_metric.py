@@ -19,18 +19,26 @@ from benchmark.common import (  # noqa: E402
     EmbeddingScorer,
     MetricUnavailable,
     describe,
+    require_hub_cache,
     run_metric,
 )
 
 SPEC = METRICS["CLIP"]
+HF_REPO = "timm/vit_base_patch32_clip_224.openai"  # where open_clip 3.3 gets the OpenAI weights
 
 
 def load_clip(weights: str | None, device: str = "cpu"):
     """open_clip ViT-B/32 (QuickGELU, as OpenAI trained it) from `weights` or the hub cache."""
-    import open_clip
-
     if weights is not None and not Path(weights).expanduser().is_file():
         raise MetricUnavailable(f"CLIP weights file {weights} not found")
+    if weights is None:
+        require_hub_cache(
+            HF_REPO,
+            ["open_clip_pytorch_model.bin", "open_clip_model.safetensors"],
+            SPEC.weights_env,
+        )
+    import open_clip
+
     pretrained = str(Path(weights).expanduser()) if weights else SPEC.params["pretrained"]
     try:
         model = open_clip.create_model(
@@ -45,17 +53,17 @@ def load_clip(weights: str | None, device: str = "cpu"):
 
 
 def build(args):
+    model = load_clip(args.weights, args.device)
     import torch
     from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
-    model = load_clip(args.weights, args.device)
     mean = torch.tensor(OPENAI_DATASET_MEAN, device=args.device).view(1, 3, 1, 1)
     std = torch.tensor(OPENAI_DATASET_STD, device=args.device).view(1, 3, 1, 1)
 
     def embed(x):
         return model.encode_image((x.to(args.device) - mean) / std)
 
-    return EmbeddingScorer(embed)
+    return EmbeddingScorer(embed, model)
 
 
 if __name__ == "__main__":

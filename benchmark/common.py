@@ -216,8 +216,9 @@ def to_tensor(image: np.ndarray, size: int | None = None):
 class EmbeddingScorer:
     """Cosine similarity of image embeddings; the ground truth's embedding is computed once."""
 
-    def __init__(self, embed: Callable):
+    def __init__(self, embed: Callable, model=None):
         self.embed = embed  # (1, 3, 224, 224) in [0, 1] -> (1, D)
+        self.model = model
         self._gt: tuple | None = None
 
     def __call__(self, item: Item) -> float:
@@ -257,11 +258,30 @@ def network_guard():
         socket.socket.connect, socket.getaddrinfo, socket.create_connection = saved
 
 
+def torch_hub_dir() -> Path:
+    """torch.hub.get_dir() without importing torch (so "unavailable" is reported at once)."""
+    if os.environ.get("TORCH_HOME"):
+        return Path(os.environ["TORCH_HOME"]).expanduser() / "hub"
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "torch" / "hub"
+
+
 def torch_hub_file(name: str) -> Path:
     """Where torch.hub / torchvision cache a downloaded checkpoint of this file name."""
-    import torch
+    return torch_hub_dir() / "checkpoints" / name
 
-    return Path(torch.hub.get_dir()) / "checkpoints" / name
+
+def require_hub_cache(repo_id: str, filenames: list[str], weights_env: str) -> None:
+    """Offline, fail at once unless one of the files is in the Hugging Face cache."""
+    if not hub_offline():
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    if any(isinstance(try_to_load_from_cache(repo_id, f), str) for f in filenames):
+        return
+    raise MetricUnavailable(
+        f"{repo_id} is not in the Hugging Face cache and HF_HUB_OFFLINE=1; set {weights_env} "
+        "to a local weights file, or run once online to fill the cache"
+    )
 
 
 def load_state_dict(path: str | os.PathLike) -> dict:

@@ -22,6 +22,7 @@ from benchmark.common import (  # noqa: E402
     MetricUnavailable,
     describe,
     load_state_dict,
+    require_hub_cache,
     run_metric,
 )
 
@@ -31,6 +32,12 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def load_dino(weights: str | None, device: str = "cpu"):
     """timm ViT-S/16 without a head, DINO weights from `weights` or timm's hub cache."""
+    if weights is None:
+        require_hub_cache(
+            "timm/" + SPEC.params["model"],
+            ["model.safetensors", "pytorch_model.bin"],
+            SPEC.weights_env,
+        )
     import timm
     from timm.models.vision_transformer import checkpoint_filter_fn
 
@@ -56,16 +63,16 @@ def load_dino(weights: str | None, device: str = "cpu"):
 
 
 def build(args):
+    model = load_dino(args.weights, args.device)
     import torch
 
-    model = load_dino(args.weights, args.device)
     mean = torch.tensor(IMAGENET_MEAN, device=args.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=args.device).view(1, 3, 1, 1)
 
     def embed(x):
         return model.forward_features((x.to(args.device) - mean) / std)[:, 0]  # CLS token
 
-    return EmbeddingScorer(embed)
+    return EmbeddingScorer(embed, model)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from benchmark.common import (  # noqa: E402
     MetricUnavailable,
     run_metric,
     to_tensor,
+    torch_hub_dir,
 )
 from realfill_utils import hub_offline  # noqa: E402
 
@@ -43,9 +44,7 @@ REQUIRED = {
 
 
 def default_dir() -> Path:
-    import torch
-
-    return Path(torch.hub.get_dir()) / "dreamsim"
+    return torch_hub_dir() / "dreamsim"
 
 
 def load_dreamsim(weights: str | None, variant: str = "ensemble", device: str = "cpu"):
@@ -76,9 +75,9 @@ def load_dreamsim(weights: str | None, variant: str = "ensemble", device: str = 
 
 
 def build(args):
+    model = load_dreamsim(args.weights, args.variant, args.device)
     import torch
 
-    model = load_dreamsim(args.weights, args.variant, args.device)
     gt_cache: dict = {}
 
     def score(item: Item) -> float:

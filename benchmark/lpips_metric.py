@@ -35,12 +35,7 @@ def load_lpips(weights: str | None, device: str = "cpu"):
     """lpips.LPIPS(net='alex', spatial=True) with its backbone from `weights` or the cache."""
     import warnings
 
-    import lpips
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torchvision's "pretrained is deprecated" noise
-        model = lpips.LPIPS(net="alex", version="0.1", spatial=True, pnet_rand=True, verbose=False)
+    download = False
     if weights is None:
         cached = torch_hub_file(ALEXNET_FILE)
         if cached.is_file():
@@ -51,13 +46,21 @@ def load_lpips(weights: str | None, device: str = "cpu"):
                 "set REALFILL_LPIPS_WEIGHTS to a local alexnet-owt-7be5be79.pth"
             )
         else:
-            from torchvision.models import AlexNet_Weights
+            download = True
+    import lpips
+    import torch
 
-            state = torch.hub.load_state_dict_from_url(
-                AlexNet_Weights.IMAGENET1K_V1.url, progress=False
-            )
-            load_backbone(model, state)
-            return model.eval().to(device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchvision's "pretrained is deprecated" noise
+        model = lpips.LPIPS(net="alex", version="0.1", spatial=True, pnet_rand=True, verbose=False)
+    if download:
+        from torchvision.models import AlexNet_Weights
+
+        state = torch.hub.load_state_dict_from_url(
+            AlexNet_Weights.IMAGENET1K_V1.url, progress=False
+        )
+        load_backbone(model, state)
+        return model.eval().to(device)
     load_backbone(model, load_state_dict(weights))
     return model.eval().to(device)
 
@@ -79,9 +82,8 @@ def load_backbone(model, state: dict) -> None:
 
 
 def build(args):
-    import torch
-
     model = load_lpips(args.weights, args.device)
+    import torch
 
     def score(item: Item) -> float:
         def prep(image):

@@ -481,11 +481,11 @@ def rank(
             except subprocess.TimeoutExpired:
                 out[rf.name] = f"ranking timed out after {timeout:g} s"
                 return
-        if proc.returncode != 0:
-            lines = proc.stderr.strip().splitlines() or ["(no message)"]
-            message = f"ranking failed (exit status {proc.returncode}): {lines[-1][:400]}"
-            failures[message] = failures.get(message, 0) + 1
-            out[rf.name] = message
+            if proc.returncode != 0:
+                lines = proc.stderr.strip().splitlines() or ["(no message)"]
+                message = f"ranking failed (exit status {proc.returncode}): {lines[-1][:400]}"
+                failures[message] = failures.get(message, 0) + 1
+                out[rf.name] = message
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         list(pool.map(run_one, todo))
