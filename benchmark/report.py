@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from benchmark.common import EMBED_SIZE, METRICS
-from benchmark.suite import DROP_RATES, Evaluation, ResultFolder, seed_selection
+from benchmark.suite import DROP_RATES, Evaluation, ResultFolder, ranking_scores, seed_selection
 from realfill_utils import atomic_path, atomic_write_json, load_image, load_mask
 
 # RealBench, 33 scenes; quoted from the RealFill paper (Tang et al. 2024, Table 1 and the
@@ -42,6 +42,7 @@ PAPER_ROWS = [
 ]
 PAPER_METRICS = ("PSNR", "SSIM", "LPIPS", "DreamSim", "DINO", "CLIP")
 THUMB = 160  # contact-sheet thumbnail height, px
+PICTURES_VERSION = 2  # bump when plots or contact sheets change look: redraws them all
 
 
 def variant_label(variant: str) -> str:
@@ -410,7 +411,8 @@ def write_scores(summary: Summary, csv_path: Path, json_path: Path) -> None:
 # Pictures (skipped when what they show is unchanged)
 # ---------------------------------------------------------------------------------------------
 def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+    blob = json.dumps([PICTURES_VERSION, obj], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def _unchanged(path: Path, digest: str, stamps: dict) -> bool:
@@ -467,12 +469,20 @@ def _pyplot():
     return plt
 
 
+def _plotted(summary: Summary) -> list[str]:
+    """Metrics with at least one score (an unavailable metric gets no empty panel)."""
+    return [
+        m for m in summary.metrics if any(k[1] == m and v for k, v in summary.ev.scores.items())
+    ]
+
+
 def _bar_plot(summary: Summary, bars: dict, path: Path) -> None:
     plt = _pyplot()
-    metrics = summary.metrics
+    metrics = _plotted(summary) or summary.metrics
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.6), squeeze=False)
     labels = list(bars)
-    for i, (ax, m) in enumerate(zip(axes[0], metrics, strict=True)):
+    for ax, m in zip(axes[0], metrics, strict=True):
+        i = summary.metrics.index(m)
         values = [bars[label][i] for label in labels]
         values = [0 if math.isnan(v) or math.isinf(v) else v for v in values]
         ax.bar(range(len(labels)), values, color=[f"C{j}" for j in range(len(labels))])
@@ -486,10 +496,11 @@ def _bar_plot(summary: Summary, bars: dict, path: Path) -> None:
 
 def _seed_plot(summary: Summary, seeds: dict, path: Path) -> None:
     plt = _pyplot()
-    metrics = summary.metrics
+    metrics = _plotted(summary) or summary.metrics
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.2), squeeze=False)
     drops = [100 * d for d in DROP_RATES]
-    for i, (ax, m) in enumerate(zip(axes[0], metrics, strict=True)):
+    for ax, m in zip(axes[0], metrics, strict=True):
+        i = summary.metrics.index(m)
         for label, per_metric in seeds.items():
             ax.plot(drops, per_metric[i], marker="o", label=label)
         ax.set_title(header(m))
@@ -508,13 +519,19 @@ def write_contact_sheets(summary: Summary, sheets_dir: Path) -> list[Path]:
     for rf in summary.folders:
         ranking = summary.rankings.get(rf.name)
         order = ranking if isinstance(ranking, list) else [p.name for p in rf.images]
-        captions = {
-            name: " ".join(
-                f"{m}={fmt(summary.ev.scores.get((rf.name, m), {}).get(name), m)}"
-                for m in summary.metrics[:3]
+        ranked = isinstance(ranking, list)
+        matches = ranking_scores(rf) if ranked else {}
+        shown = [m for m in summary.metrics if summary.ev.scores.get((rf.name, m))][:3]
+        captions = {}
+        for i, name in enumerate(order):
+            title = f"#{i + 1} {name}" if ranked else name
+            if matches.get(name) is not None:
+                title += f" ({matches[name]} matches)"
+            scores = summary.ev.scores
+            captions[name] = (
+                title,
+                " ".join(f"{m} {fmt(scores[(rf.name, m)].get(name), m)}" for m in shown),
             )
-            for name in order
-        }
         hashes = summary.ev.hashes
         digest = _digest(
             [
@@ -529,7 +546,7 @@ def write_contact_sheets(summary: Summary, sheets_dir: Path) -> list[Path]:
         path = sheets_dir / f"{rf.name}.jpg"
         if not _unchanged(path, digest, stamps):
             sheets_dir.mkdir(parents=True, exist_ok=True)
-            contact_sheet(rf, order, captions, isinstance(ranking, list), path)
+            contact_sheet(rf, order, captions, ranked, path)
             stamps[path.name] = digest
         written.append(path)
     if written:
@@ -553,11 +570,13 @@ def contact_sheet(rf: ResultFolder, order, captions, ranked: bool, path: Path) -
     outlined = np.asarray(target).copy()
     edge = fill_mask & ~_erode(fill_mask, max(1, gt.size[1] // THUMB + 1))
     outlined[edge] = (255, 0, 0)
-    tiles = [(thumb(Image.fromarray(outlined)), "target, mask in red"), (thumb(gt), "ground truth")]
+    tiles = [
+        (thumb(Image.fromarray(outlined)), ("target", "fill region outlined in red")),
+        (thumb(gt), ("ground truth", "")),
+    ]
     names = {p.name: p for p in rf.images}
-    for i, name in enumerate(order):
-        label = f"#{i + 1} {name}" if ranked else name
-        tiles.append((thumb(load_image(names[name])), f"{label} {captions[name]}"))
+    for name in order:
+        tiles.append((thumb(load_image(names[name])), captions[name]))
     columns, caption_h = 6, 28
     rows = math.ceil(len(tiles) / columns)
     sheet = Image.new("RGB", (columns * (width + 4), rows * (THUMB + caption_h) + 20), "white")
@@ -568,9 +587,8 @@ def contact_sheet(rf: ResultFolder, order, captions, ranked: bool, path: Path) -
     for i, (tile, caption) in enumerate(tiles):
         x, y = (i % columns) * (width + 4), 20 + (i // columns) * (THUMB + caption_h)
         sheet.paste(tile, (x, y))
-        words = caption.split(" ")
-        draw.text((x + 2, y + THUMB + 1), " ".join(words[:2]), fill="black")
-        draw.text((x + 2, y + THUMB + 13), " ".join(words[2:]), fill="black")
+        draw.text((x + 2, y + THUMB + 1), caption[0], fill="black")
+        draw.text((x + 2, y + THUMB + 13), caption[1], fill="black")
     with atomic_path(path) as tmp:
         sheet.save(tmp, quality=85)
 

@@ -435,6 +435,15 @@ def read_ranking(rf: ResultFolder) -> list[str]:
     return [n for n in order if n in names] + [n for n in names if n not in order]
 
 
+def ranking_scores(rf: ResultFolder) -> dict[str, float | None]:
+    """image -> correspondence count from the ranking file ({} when unreadable)."""
+    try:
+        data = json.loads((rf.folder / RANKING_FILE).read_text())
+        return {c["image"]: c.get("score") for c in data["candidates"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
 def rank(
     folders: list[ResultFolder],
     matcher: str = "loftr",
