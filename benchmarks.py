@@ -146,7 +146,7 @@ def run(args: argparse.Namespace, progress: bool = True) -> dict:
     for metric, r in ev.runs.items():
         print(
             f"{metric}: {r.status} ({r.computed} computed, {r.cached} cached, "
-            f"{len(r.errors)} errors)",
+            f"{len(r.errors)} errors, {r.seconds:.2f} s)",
             file=sys.stderr,
         )
     print(f"{len(folders)} folders evaluated; report: {args.output_file}", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 The map equals scikit-image's `structural_similarity(gt, result, channel_axis=2, data_range=255,
 full=True)` (7x7 uniform window, sample covariance), computed in float32 with OpenCV box
-filters (about 8x faster; within 1e-5 of scikit-image). The result's known region is replaced
+filters (several times faster; within 1e-5 of scikit-image). The result's known region is replaced
 by the ground truth's first, so only the filled pixels are judged. Example:
     python -m benchmark.ssim --jobs_file jobs.jsonl
 """

@@ -1,0 +1,263 @@
+"""Time benchmarks.py on RealBench-shaped synthetic data: 33 scenes x 16 images at 512x512.
+
+Measures, each as a fresh `python benchmarks.py` process (startup and imports included):
+  1. PSNR+SSIM cold (empty cache), then fully cached, then after regenerating one image;
+  2. LPIPS (random AlexNet backbone saved locally, as no weights can be downloaded here) on
+     1 scene and on all 33, against its bare in-process compute per scene, to show the
+     per-scene overhead of the one-model-load-per-metric design.
+Writes bench/results/benchmarks.json and bench/results/benchmarks.md. Example:
+    HF_HUB_OFFLINE=1 python bench/bench_benchmarks.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from realfill_utils import atomic_write_json  # noqa: E402
+
+# Quoted from REFERENCE.md (the earlier public implementation on this machine, same workload);
+# that code is not available here, so these are not re-measured side by side.
+PRIOR_COLD_S, PRIOR_CACHED_S = 84.0, 0.6
+NUM_IMAGES = [16]  # set from --images
+
+
+def smooth_texture(rng, size: int) -> np.ndarray:
+    small = rng.integers(0, 256, (size // 16, size // 16, 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC))
+
+
+def make_data(root: Path, n_scenes: int, n_images: int, size: int) -> None:
+    """RealBench layout: 23 outpainting scenes (known centre), the rest inpainting (a hole);
+    results are the ground truth with noise of growing strength inside the fill region."""
+    rng = np.random.default_rng(0)
+    for n in range(n_scenes):
+        scene = root / "data" / "RealBench" / str(n)
+        (scene / "target").mkdir(parents=True)
+        (scene / "ref").mkdir()
+        gt = smooth_texture(rng, size)
+        fill = np.ones((size, size), dtype=bool)
+        if n < 23:  # outpainting: only a centre crop is known
+            k0, k1 = sorted(rng.integers(size // 6, size // 3, 2))
+            fill[k0 : size - k1, k1 : size - k0] = False
+        else:  # inpainting: a rectangle to fill
+            fill[:] = False
+            y, x = rng.integers(size // 8, size // 2, 2)
+            fill[y : y + size // 3, x : x + size // 3] = True
+        Image.fromarray(gt).save(scene / "target" / "gt.png")
+        Image.fromarray(fill.astype(np.uint8) * 255).save(scene / "target" / "mask.png")
+        Image.fromarray(np.where(fill[..., None], 255, gt).astype(np.uint8)).save(
+            scene / "target" / "target.png"
+        )
+        Image.fromarray(gt).save(scene / "ref" / "0.png")
+        out = root / "results" / f"RealBench-{n}-results"
+        out.mkdir(parents=True)
+        for i in range(n_images):
+            noise = rng.normal(0, 4 + 3 * i, gt.shape)
+            result = np.where(fill[..., None], np.clip(gt + noise, 0, 255), gt).astype(np.uint8)
+            Image.fromarray(result).save(out / f"{i}.png")
+        # a ranking file as loftr_ranking.py writes it, so the timings are the metrics' own
+        candidates = [
+            {"image": f"{i}.png", "score": 100 - i, "per_reference": {"0.png": 100 - i}}
+            | {"error": None}
+            for i in range(n_images)
+        ]
+        (out / "loftr_ranking_scores.json").write_text(
+            json.dumps(
+                {"schema_version": 1, "settings": {}, "references": ["0.png"]}
+                | {"candidates": candidates}
+            )
+        )
+
+
+def run_benchmarks(
+    root: Path, results: str, cache: str, metrics: list[str], expected: int, env=None
+) -> dict:
+    """One benchmarks.py process; wall time and its per-metric summary lines."""
+    command = [
+        sys.executable, str(ROOT / "benchmarks.py"),
+        "--results_base_dir", str(root / results),
+        "--realbench_dataset_dir", str(root / "data"),
+        "--cache_dir", str(root / cache),
+        "--output_file", str(root / "report" / f"{cache}.txt"),
+        "--metrics", *metrics, "--num_images", str(NUM_IMAGES[0]),
+    ]  # fmt: skip
+    start = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmarks.py failed:\n{proc.stderr[-2000:]}")
+    counts = {}
+    pattern = r"^(\w+): (.+?) \((\d+) computed, (\d+) cached, \d+ errors, ([\d.]+) s\)$"
+    for metric, status, computed, cached, seconds in re.findall(pattern, proc.stderr, re.M):
+        counts[metric] = {"status": status, "computed": int(computed), "cached": int(cached)}
+        counts[metric]["process_s"] = float(seconds)  # the metric process, start to exit
+    for metric in metrics:  # a timing of the wrong work would be worse than none
+        if counts.get(metric, {}).get("computed") != expected:
+            raise SystemExit(f"expected {expected} {metric} scores computed:\n{proc.stderr}")
+    return {"wall_s": round(wall, 3), "metrics": counts}
+
+
+def lpips_compute_per_scene(root: Path, weights: Path) -> float:
+    """Seconds to score one scene's images with an already loaded LPIPS model (in-process)."""
+    from argparse import Namespace
+
+    from benchmark import lpips_metric
+    from benchmark.common import ItemLoader
+
+    score = lpips_metric.build(Namespace(weights=str(weights), device="cpu"))
+    scene = root / "data" / "RealBench" / "0" / "target"
+    folder = root / "results" / "RealBench-0-results"
+    jobs = [
+        {"id": p.name, "gt": str(scene / "gt.png"), "mask": str(scene / "mask.png")}
+        | {"result": str(p)}
+        for p in sorted(folder.glob("*.png"))
+    ]
+    loader = ItemLoader()
+    score(loader.load(jobs[0]))  # warm-up
+    start = time.perf_counter()
+    for job in jobs:
+        score(loader.load(job))
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--scenes", type=int, default=33, help="RealBench has 33")
+    parser.add_argument("--images", type=int, default=16, help="completions per scene")
+    parser.add_argument("--size", type=int, default=512, help="image side, px")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    NUM_IMAGES[0] = args.images
+
+    with tempfile.TemporaryDirectory(prefix="bench-benchmarks-") as tmp:
+        root = Path(tmp)
+        t0 = time.perf_counter()
+        make_data(root, args.scenes, args.images, args.size)
+        print(f"data: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        n_images = args.scenes * args.images
+
+        cold = run_benchmarks(root, "results", "cache", ["PSNR", "SSIM"], n_images)
+        cached = run_benchmarks(root, "results", "cache", ["PSNR", "SSIM"], 0)
+        changed = root / "results" / f"RealBench-{args.scenes // 2}-results" / "1.png"
+        Image.fromarray(255 - np.asarray(Image.open(changed))).save(changed)
+        one_changed = run_benchmarks(root, "results", "cache", ["PSNR", "SSIM"], 1)
+        for name, run in (("cold", cold), ("cached", cached), ("one image changed", one_changed)):
+            print(f"PSNR+SSIM {name}: {run['wall_s']:.2f} s {run['metrics']}", file=sys.stderr)
+
+        # LPIPS: one process for every scene, vs. the same process for a single scene.
+        import lpips
+        import torch
+
+        torch.manual_seed(0)
+        weights = root / "lpips_random_alexnet.pth"
+        torch.save(lpips.LPIPS(net="alex", pnet_rand=True, verbose=False).state_dict(), weights)
+        env = dict(os.environ, REALFILL_LPIPS_WEIGHTS=str(weights))
+        (root / "one").mkdir()
+        (root / "one" / "RealBench-0-results").symlink_to(root / "results" / "RealBench-0-results")
+        lpips_one = run_benchmarks(root, "one", "cache-lpips-one", ["LPIPS"], args.images, env)
+        lpips_all = run_benchmarks(root, "results", "cache-lpips-all", ["LPIPS"], n_images, env)
+        compute = lpips_compute_per_scene(root, weights)
+        # the metric process alone (report drawing, which grows with the scenes, excluded)
+        proc_one = lpips_one["metrics"]["LPIPS"]["process_s"]
+        proc_all = lpips_all["metrics"]["LPIPS"]["process_s"]
+        marginal = (proc_all - proc_one) / (args.scenes - 1)
+        print(f"LPIPS process: 1 scene {proc_one:.2f} s, {args.scenes} scenes {proc_all:.2f} s, "
+              f"compute/scene {compute:.2f} s", file=sys.stderr)  # fmt: skip
+
+    result = {
+        "schema_version": 1,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "workload": {
+            "scenes": args.scenes,
+            "images_per_scene": args.images,
+            "size": args.size,
+            "outpainting_scenes": min(23, args.scenes),
+            "images": n_images,
+        },  # fmt: skip
+        "psnr_ssim": {
+            "cold": cold,
+            "cached": cached,
+            "one_image_changed": one_changed,
+            "prior_quoted_s": {"cold": PRIOR_COLD_S, "cached": PRIOR_CACHED_S},
+            "cold_speedup_vs_quoted_prior": round(PRIOR_COLD_S / cold["wall_s"], 2),
+        },
+        "lpips_random_backbone": {
+            "one_scene_wall_s": lpips_one["wall_s"],
+            "all_scenes_wall_s": lpips_all["wall_s"],
+            "one_scene_metric_process_s": proc_one,
+            "all_scenes_metric_process_s": proc_all,
+            "marginal_s_per_scene": round(marginal, 3),
+            "compute_s_per_scene_in_process": round(compute, 3),
+            "overhead_s_per_scene": round(marginal - compute, 3),
+            "all_scenes": lpips_all["metrics"],
+        },
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(result, args.out / "benchmarks.json")
+    (args.out / "benchmarks.md").write_text(markdown(result))
+    print((args.out / "benchmarks.md").read_text())
+
+
+def markdown(r: dict) -> str:
+    w, ps, lp = r["workload"], r["psnr_ssim"], r["lpips_random_backbone"]
+    return "\n".join(
+        [
+            f"# benchmarks.py timings ({w['scenes']} scenes x {w['images_per_scene']} images, "
+            f"{w['size']}x{w['size']}, {r['machine']['cpus']} CPUs)",
+            "",
+            "Produced by `HF_HUB_OFFLINE=1 python bench/bench_benchmarks.py`; every run is a "
+            "fresh `python benchmarks.py` process (wall time, startup included).",
+            "",
+            "| PSNR+SSIM run | wall s | images computed | images cached |",
+            "|---|---|---|---|",
+            *(
+                f"| {name} | {ps[key]['wall_s']:.2f} | "
+                f"{sum(m['computed'] for m in ps[key]['metrics'].values())} | "
+                f"{sum(m['cached'] for m in ps[key]['metrics'].values())} |"
+                for name, key in (
+                    ("cold (empty cache)", "cold"),
+                    ("fully cached", "cached"),
+                    ("one image regenerated", "one_image_changed"),
+                )
+            ),
+            "",
+            "Earlier public implementation, quoted (not re-run here): "
+            f"{ps['prior_quoted_s']['cold']} s cold, {ps['prior_quoted_s']['cached']} s cached "
+            "(its cache ignores changed images). Cold speed-up against the quoted figure: "
+            f"{ps['cold_speedup_vs_quoted_prior']}x.",
+            "",
+            "| LPIPS (random AlexNet backbone) | s |",
+            "|---|---|",
+            f"| 1 scene: benchmarks.py wall / LPIPS process | {lp['one_scene_wall_s']:.2f} / "
+            f"{lp['one_scene_metric_process_s']:.2f} |",
+            f"| {w['scenes']} scenes: benchmarks.py wall / LPIPS process | "
+            f"{lp['all_scenes_wall_s']:.2f} / {lp['all_scenes_metric_process_s']:.2f} |",
+            f"| LPIPS process: marginal cost per extra scene | {lp['marginal_s_per_scene']:.3f} |",
+            f"| bare compute per scene (loaded model, in-process) | "
+            f"{lp['compute_s_per_scene_in_process']:.3f} |",
+            f"| overhead per scene beyond compute | {lp['overhead_s_per_scene']:.3f} |",
+            "",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    main()
