@@ -17,6 +17,7 @@ import csv
 import hashlib
 import json
 import math
+import os
 import statistics
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -515,7 +516,7 @@ def _seed_plot(summary: Summary, seeds: dict, path: Path) -> None:
 def write_contact_sheets(summary: Summary, sheets_dir: Path) -> list[Path]:
     stamps_path = sheets_dir / ".inputs.json"
     stamps = _read_stamps(stamps_path)
-    written = []
+    written, todo = [], []
     for rf in summary.folders:
         ranking = summary.rankings.get(rf.name)
         order = ranking if isinstance(ranking, list) else [p.name for p in rf.images]
@@ -540,15 +541,22 @@ def write_contact_sheets(summary: Summary, sheets_dir: Path) -> list[Path]:
                 [hashes.get(str(p)) for p in rf.images],
                 hashes.get(str(rf.gt)),
                 hashes.get(str(rf.mask)),
-                isinstance(ranking, list),
+                ranked,
             ]
         )
         path = sheets_dir / f"{rf.name}.jpg"
         if not _unchanged(path, digest, stamps):
-            sheets_dir.mkdir(parents=True, exist_ok=True)
-            contact_sheet(rf, order, captions, ranked, path)
-            stamps[path.name] = digest
+            todo.append((rf, order, captions, ranked, path, digest))
         written.append(path)
+    if todo:
+        sheets_dir.mkdir(parents=True, exist_ok=True)
+        from concurrent.futures import ThreadPoolExecutor
+
+        # PIL decodes and resizes without holding the GIL: threads use every core
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            list(pool.map(lambda job: contact_sheet(*job[:5]), todo))
+        for *_, path, digest in todo:
+            stamps[path.name] = digest
     if written:
         atomic_write_json(stamps, stamps_path)
     return written
