@@ -96,8 +96,9 @@ def build_tiny_model(output_dir: str | Path, seed: int = 0, sample_size: int = 3
         out_channels=4,
         block_out_channels=(32, 64),
         layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        # attention only at the lower resolution, as SD2 has none at its deepest: keeps it cheap
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=32,
         attention_head_dim=(2, 4),
         use_linear_projection=True,  # as SD2

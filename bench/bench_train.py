@@ -1,0 +1,374 @@
+"""Training speed and memory, measured side by side; results go to bench/results/train*.
+
+Part 1 (`--part speed`): steps/s and peak memory of `train_realfill.py` on the tiny model, true
+batch 16, at 64 and 128 px, against a re-creation of the earlier public implementation's data
+path (a PIL + torchvision Dataset re-read per sample and a DataLoader whose worker process is
+started anew every step, as REFERENCE.md describes it) driving the same model, loss and
+optimizer. Startup is excluded: each configuration runs twice with different step counts and
+the difference is timed.
+
+Part 2 (`--part memory`): the real recipe's architecture (SD2 inpainting, built offline from its
+published configuration with random weights), single training steps on the CPU at 512 px, batch
+1 and 2, with and without gradient checkpointing: peak resident memory of each, in a fresh
+process. The GPU estimate in the Markdown output is derived from these, and says so.
+
+    python bench/bench_train.py --part speed
+    python bench/bench_train.py --part memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- part 1: speed ---------------------------------------------------------------------------
+def earlier_style_steps(model: str, scene: str, resolution: int, steps: int) -> None:
+    """Train `steps` steps feeding batches the earlier implementation's way (see module doc)."""
+    import numpy as np
+    import torch
+    from diffusers import DDPMScheduler
+    from PIL import Image
+    from torchvision import transforms
+
+    import realfill_utils as ru
+    import train_realfill as tr
+
+    paths = sorted((Path(scene) / "ref").iterdir()) + [Path(scene) / "target" / "target.png"]
+    mask_path = Path(scene) / "target" / "mask.png"
+
+    class Files(torch.utils.data.Dataset):
+        def __init__(self):
+            self.crop = transforms.RandomResizedCrop(resolution, scale=tr.CROP_SCALE)
+            self.to_tensor = transforms.Compose(
+                [transforms.ToTensor(), transforms.Normalize([0.5], [0.5])]
+            )
+
+        def __len__(self):
+            return 16  # padded to the full batch, as with --pad_to_full_batch
+
+        def __getitem__(self, index):
+            path = paths[index % len(paths)]
+            image = self.to_tensor(self.crop(Image.open(path).convert("RGB")))
+            hole = torch.zeros(1, resolution, resolution)
+            if path.name == "target.png":
+                hole = torch.from_numpy(
+                    np.asarray(Image.open(mask_path).convert("L").resize((resolution,) * 2)) > 127
+                ).float()[None]
+            fill = torch.maximum(tr.random_fill_mask(resolution)[None], hole)
+            return {"images": image, "fill_mask": fill, "hole": hole}
+
+    components = ru.load_components(model)
+    for m in (components.vae, components.unet, components.text_encoder):
+        m.requires_grad_(False)
+    ru.add_lora(components.unet, components.text_encoder, 8, 16, 0.1)
+    params = [
+        p for m in (components.unet, components.text_encoder) for p in m.parameters()
+        if p.requires_grad
+    ]  # fmt: skip
+    optimizer = torch.optim.AdamW(params, lr=2e-4)
+    models = {
+        "vae": components.vae, "unet": components.unet, "text_encoder": components.text_encoder,
+        "noise_scheduler": DDPMScheduler.from_config(components.scheduler_config),
+        "device": torch.device("cpu"), "weight_dtype": torch.float32,
+    }  # fmt: skip
+    prompt = tr.tokenize(components.tokenizer, ru.PROMPT)
+    empty = tr.tokenize(components.tokenizer, "")
+    for _ in range(steps):
+        # A new DataLoader iterator per step: its worker process starts every time.
+        loader = torch.utils.data.DataLoader(Files(), batch_size=16, num_workers=1, shuffle=True)
+        batch = next(iter(loader))
+        loss = tr.training_loss(batch, models, prompt, empty)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+
+def time_run(kind: str, model: str, scene: str, resolution: int, steps: int, out: Path) -> dict:
+    """Wall time and peak RSS of one training run in a fresh process."""
+    if kind == "ours":
+        cmd = [
+            sys.executable, str(ROOT / "train_realfill.py"),
+            "--pretrained_model_name_or_path", model, "--train_data_dir", scene,
+            "--output_dir", str(out), "--resolution", str(resolution),
+            "--train_batch_size", "16", "--max_train_steps", str(steps),
+            "--checkpointing_steps", "0", "--validation_steps", "0", "--report_to", "none",
+        ]  # fmt: skip
+    else:
+        cmd = [sys.executable, __file__, "--_earlier", model, scene, str(resolution), str(steps)]
+    start = time.perf_counter()
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if result.returncode:
+        raise SystemExit(f"{kind} run failed:\n{result.stderr[-3000:]}")
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"seconds": seconds, "peak_rss_mb_children_so_far": child}
+
+
+def bench_speed(short: int, long: int) -> dict:
+    from conftest import make_scene
+
+    from make_tiny_model import build_tiny_model
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model = str(build_tiny_model(tmp / "model"))
+        scene = str(make_scene(tmp / "scene", size=(160, 128), hole=(40, 30, 120, 100)))
+        for resolution in (64, 128):
+            for kind in ("earlier-style", "ours"):
+                a = time_run(kind, model, scene, resolution, short, tmp / f"o{kind}{resolution}a")
+                b = time_run(kind, model, scene, resolution, long, tmp / f"o{kind}{resolution}b")
+                steps_per_s = (long - short) / (b["seconds"] - a["seconds"])
+                rows.append(
+                    {"kind": kind, "resolution": resolution, "batch": 16,
+                     "steps_per_s": round(steps_per_s, 2)}
+                )  # fmt: skip
+                print(rows[-1], flush=True)
+    for resolution in (64, 128):
+        pair = {r["kind"]: r["steps_per_s"] for r in rows if r["resolution"] == resolution}
+        rows.append(
+            {"kind": "speedup", "resolution": resolution,
+             "ours_over_earlier": round(pair["ours"] / pair["earlier-style"], 2)}
+        )  # fmt: skip
+    return {"rows": rows, "short_steps": short, "long_steps": long}
+
+
+def peak_memory_of_tiny_runs(resolution: int) -> float:
+    """Peak RSS (MB) of a 3-step run of ours at `resolution`, batch 16, in a fresh process."""
+    code = (
+        "import resource, sys, runpy; sys.argv = sys.argv[1:]; "
+        "runpy.run_path(sys.argv[0], run_name='__main__'); "
+        "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    from conftest import make_scene
+
+    from make_tiny_model import build_tiny_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model = str(build_tiny_model(tmp / "model"))
+        scene = str(make_scene(tmp / "scene", size=(160, 128), hole=(40, 30, 120, 100)))
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                code,
+                str(ROOT / "train_realfill.py"),
+                "--pretrained_model_name_or_path",
+                model,
+                "--train_data_dir",
+                scene,
+                "--output_dir",
+                str(tmp / "out"),
+                "--resolution",
+                str(resolution),
+                "--train_batch_size",
+                "16",
+                "--max_train_steps",
+                "3",
+                "--checkpointing_steps",
+                "0",
+                "--validation_steps",
+                "0",
+                "--report_to",
+                "none",
+            ],  # fmt: skip
+            capture_output=True,
+            text=True,
+        )
+    peak = [line for line in result.stdout.splitlines() if line.startswith("PEAK")]
+    if not peak:
+        raise SystemExit(result.stderr[-3000:])
+    return round(float(peak[0].split()[1]))
+
+
+# --- part 2: memory of the real architecture ------------------------------------------------
+SD2_UNET = dict(
+    sample_size=64, in_channels=9, out_channels=4, layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
+)  # fmt: skip  # stable-diffusion-2-inpainting's published unet/config.json
+SD2_VAE = dict(
+    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
+    block_out_channels=(128, 256, 512, 512), sample_size=512,
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+)  # fmt: skip
+SD2_TEXT = dict(
+    vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
+    num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu", projection_dim=512,
+)  # fmt: skip
+
+
+def real_step(batch: int, checkpointing: bool) -> None:
+    """One RealFill training step of the full-size architecture at 512 px on the CPU (fp32)."""
+    import torch
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    import realfill_utils as ru
+    import train_realfill as tr
+    from make_tiny_model import SD2_SCHEDULER
+
+    torch.manual_seed(0)
+    unet, vae = UNet2DConditionModel(**SD2_UNET), AutoencoderKL(**SD2_VAE)
+    text = CLIPTextModel(CLIPTextConfig(**SD2_TEXT))
+    for m in (unet, vae, text):
+        m.requires_grad_(False)
+    ru.add_lora(unet, text, 8, 16, 0.1)
+    if checkpointing:
+        unet.enable_gradient_checkpointing()
+        text.gradient_checkpointing_enable()
+    params = [p for m in (unet, text) for p in m.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=2e-4)
+    models = {
+        "vae": vae, "unet": unet, "text_encoder": text,
+        "noise_scheduler": DDPMScheduler(**SD2_SCHEDULER),
+        "device": torch.device("cpu"), "weight_dtype": torch.float32,
+    }  # fmt: skip
+    ids = torch.zeros(1, 77, dtype=torch.long)
+    batch_data = {
+        "images": torch.rand(batch, 3, 512, 512) * 2 - 1,
+        "fill_mask": (torch.rand(batch, 1, 512, 512) > 0.5).float(),
+        "hole": torch.zeros(batch, 1, 512, 512),
+    }
+    unet.train()
+    text.train()
+    start = time.perf_counter()
+    loss = tr.training_loss(batch_data, models, ids, ids)
+    loss.backward()
+    optimizer.step()
+    counts = {
+        "unet": sum(p.numel() for p in unet.parameters()),
+        "text_encoder": sum(p.numel() for p in text.parameters()),
+        "vae": sum(p.numel() for p in vae.parameters()),
+        "lora": sum(p.numel() for p in params),
+    }
+    print(json.dumps({"step_seconds": time.perf_counter() - start, "params": counts,
+                      "peak_rss_mb": peak_rss_mb()}))  # fmt: skip
+
+
+def bench_memory() -> dict:
+    rows = []
+    for batch in (1, 2):
+        for checkpointing in (False, True):
+            result = subprocess.run(
+                [sys.executable, __file__, "--_real_step", str(batch), str(int(checkpointing))],
+                capture_output=True, text=True,
+            )  # fmt: skip
+            if result.returncode:
+                raise SystemExit(result.stderr[-3000:])
+            row = json.loads(result.stdout.strip().splitlines()[-1])
+            row.update(batch=batch, gradient_checkpointing=checkpointing)
+            rows.append(row)
+            print(row, flush=True)
+    return {"rows": rows, "note": "fp32, CPU, 512 px, random weights; measured"}
+
+
+def markdown_speed(result: dict) -> str:
+    lines = [
+        "| data path | resolution | batch | steps/s |", "|---|---|---|---|",
+    ]  # fmt: skip
+    for r in result["rows"]:
+        if r["kind"] == "speedup":
+            continue
+        lines.append(f"| {r['kind']} | {r['resolution']} | {r['batch']} | {r['steps_per_s']} |")
+    for r in result["rows"]:
+        if r["kind"] == "speedup":
+            lines.append(f"\nSpeed-up at {r['resolution']} px: **{r['ours_over_earlier']}x**")
+    lines.append("\nPeak memory (RSS) of a 3-step run, batch 16: " + ", ".join(
+        f"{k} px: {v} MB" for k, v in result["peak_rss_mb"].items()))  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def markdown_memory(result: dict) -> str:
+    rows = result["rows"]
+    lines = [
+        "| batch | gradient checkpointing | peak RSS (MB) | step (s) |", "|---|---|---|---|",
+    ]  # fmt: skip
+    for r in rows:
+        lines.append(
+            f"| {r['batch']} | {r['gradient_checkpointing']} | {round(r['peak_rss_mb'])} | "
+            f"{r['step_seconds']:.1f} |"
+        )
+    params = rows[0]["params"]
+    frozen = params["unet"] + params["text_encoder"] + params["vae"] - params["lora"]
+    by_ckpt = {}
+    for checkpointing in (False, True):
+        one, two = (r["peak_rss_mb"] for r in rows if r["gradient_checkpointing"] == checkpointing)
+        by_ckpt[checkpointing] = two - one  # memory per extra sample
+    weights_fp16 = frozen * 2 / 2**20
+    lora_state = params["lora"] * (4 + 4 + 2 * 1) / 2**20  # fp32 weight + grad, 8-bit Adam m, v
+    lines.append("")
+    lines.append(
+        f"Parameters: UNet {params['unet'] / 1e6:.0f} M, text encoder "
+        f"{params['text_encoder'] / 1e6:.0f} M, VAE {params['vae'] / 1e6:.0f} M, LoRA "
+        f"{params['lora'] / 1e6:.2f} M (measured by counting)."
+    )
+    for checkpointing, per_sample in by_ckpt.items():
+        activations16 = per_sample * 16 / 2  # fp16 activations are half of the fp32 ones
+        total = weights_fp16 + lora_state + activations16
+        lines.append(
+            f"- Derived, batch 16, fp16 base weights, 8-bit Adam, gradient checkpointing "
+            f"{'on' if checkpointing else 'off'}: weights {weights_fp16 / 1024:.1f} GB + LoRA "
+            f"state {lora_state:.0f} MB + activations 16 x {per_sample / 2:.0f} MB "
+            f"(half the measured fp32 per-sample increase) = about {total / 1024:.1f} GB "
+            f"({'fits' if total < 15 * 1024 else 'does not fit'} a 16 GB card, before CUDA "
+            "context and allocator overhead)."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--_earlier":
+        model, scene, resolution, steps = sys.argv[2:6]
+        earlier_style_steps(model, scene, int(resolution), int(steps))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--_real_step":
+        real_step(int(sys.argv[2]), bool(int(sys.argv[3])))
+        return
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--part", choices=["speed", "memory"], required=True)
+    parser.add_argument("--short", type=int, default=5, help="steps of the first timed run")
+    parser.add_argument("--long", type=int, default=25, help="steps of the second timed run")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    import realfill_utils as ru
+
+    if args.part == "speed":
+        result = bench_speed(args.short, args.long)
+        result["peak_rss_mb"] = {r: peak_memory_of_tiny_runs(r) for r in (64, 128)}
+        text = markdown_speed(result)
+    else:
+        result = bench_memory()
+        text = markdown_memory(result)
+    result["command"] = f"python bench/bench_train.py --part {args.part}"
+    result["cpu_count"] = os.cpu_count()
+    ru.atomic_write_json(result, RESULTS / f"train_{args.part}.json")
+    (RESULTS / f"train_{args.part}.md").write_text(f"`{result['command']}`\n\n{text}")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
