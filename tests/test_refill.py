@@ -1,0 +1,204 @@
+"""refill.py: the two rounds end to end on the tiny model (dataset untouched, augmented scene,
+rerun skips), and, with stand-in scripts, resume after a failed stage and refused reruns."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import make_scene
+
+import loftr_ranking as lr
+import realfill_utils as ru
+import refill
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+QUIET_TRAINING = "--report_to none --checkpointing_steps 0 --validation_steps 0"
+FAST = ["--resolution", "32", "--max_train_steps", "1", "--train_batch_size", "1",
+        "--num_images", "2", "--num_inference_steps", "2", "--matcher", "sift",
+        "--train_args", QUIET_TRAINING]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_model, tmp_path_factory):
+    """One real ReFill run on the tiny model (four script subprocesses), shared by the tests."""
+    root = tmp_path_factory.mktemp("refill")
+    scene = make_scene(root / "data" / "RealBench" / "7")
+    before = tree_digest(scene)
+    argv = ["--pretrained_model_name_or_path", str(tiny_model), "--train_data_dir", str(scene),
+            "--output_dir", str(root / "run"), *FAST]  # fmt: skip
+    code = refill.main(argv)
+    return code, argv, scene, before, root / "run"
+
+
+def test_refill_end_to_end_on_the_tiny_model(tiny_run, capsys):
+    code, argv, scene, before, out = tiny_run
+    assert code == 0
+    assert tree_digest(scene) == before  # the dataset folder is byte-identical afterwards
+
+    # Each stage's own folder, named so that benchmarks.py sees two variants of one scene.
+    for model in ("RealBench-7-model", "RealBench-7-model-refill"):
+        assert (out / "models" / model / ru.LORA_FILE).is_file()
+    results = sorted(p.name for p in (out / "results").iterdir())
+    assert results == ["RealBench-7-results", "RealBench-7-results-refill"]
+    for folder in results:
+        assert {"0.png", "1.png"} <= {p.name for p in (out / "results" / folder).iterdir()}
+
+    # The augmented scene: the original references, byte for byte, plus the chosen completions
+    # (5 references wanted, 3 there, 2 completions to choose from), and the same target.
+    augmented = out / "scenes" / "RealBench-7-refill"
+    summary = json.loads((out / refill.SUMMARY_FILE).read_text())
+    chosen = [c["image"] for c in summary["chosen"]]
+    assert sorted(chosen) == ["0.png", "1.png"]
+    refs = sorted(p.name for p in (augmented / "ref").iterdir())
+    assert refs == ["0.png", "1.jpg", "2.png", "refill-0.png", "refill-1.png"]
+    for name in ("0.png", "1.jpg", "2.png"):
+        assert (augmented / "ref" / name).read_bytes() == (scene / "ref" / name).read_bytes()
+    first_round = out / "results" / "RealBench-7-results"
+    for name in chosen:
+        copied = (augmented / "ref" / f"refill-{name}").read_bytes()
+        assert copied == (first_round / name).read_bytes()
+    assert tree_digest(augmented / "target") == tree_digest(scene / "target")
+    assert [s["status"] for s in summary["stages"]] == ["ran"] * 5
+
+    # Stage 2 trained on the augmented scene, not on the dataset.
+    settings = json.loads(
+        (out / "models" / "RealBench-7-model-refill" / ru.SETTINGS_FILE).read_text()
+    )
+    assert Path(settings["args"]["train_data_dir"]) == augmented
+
+
+def test_rerun_skips_finished_stages(tiny_run, monkeypatch, capsys):
+    code, argv, scene, before, out = tiny_run
+    assert code == 0
+    digest = tree_digest(out / "models")
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError("a finished stage was run again")
+
+    monkeypatch.setattr(refill.subprocess, "run", no_subprocess)
+    assert refill.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("done earlier, skipped") == 5
+    summary = json.loads((out / refill.SUMMARY_FILE).read_text())
+    assert [s["status"] for s in summary["stages"]] == ["skipped"] * 5
+    assert tree_digest(out / "models") == digest
+    assert tree_digest(scene) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Stand-in scripts: fast, and they can be told to fail
+# ---------------------------------------------------------------------------------------------
+FAKE_TRAIN = """
+import json, os, sys
+from pathlib import Path
+argv = sys.argv[1:]
+arg = lambda name: argv[argv.index(name) + 1]
+out = Path(arg("--output_dir"))
+with open(os.environ["REFILL_TEST_CALLS"], "a") as log:
+    log.write(f"train {out.name} {arg('--train_data_dir')}\\n")
+if Path(os.environ["REFILL_TEST_CALLS"] + ".fail").read_text().strip() == out.name:
+    sys.exit("stand-in training failed on purpose")
+out.mkdir(parents=True, exist_ok=True)
+(out / "pytorch_lora_weights.safetensors").write_bytes(b"lora")
+(out / "realfill_settings.json").write_text(json.dumps({"args": argv}))
+"""
+
+FAKE_INFER = """
+import os, sys, shutil
+from pathlib import Path
+argv = sys.argv[1:]
+arg = lambda name: argv[argv.index(name) + 1]
+out = Path(arg("--output_dir"))
+with open(os.environ["REFILL_TEST_CALLS"], "a") as log:
+    log.write(f"infer {out.name}\\n")
+out.mkdir(parents=True, exist_ok=True)
+for i in range(int(arg("--num_images"))):
+    shutil.copyfile(arg("--validation_image"), out / f"{i}.png")
+"""
+
+
+@pytest.fixture
+def fake_scripts(tmp_path, monkeypatch):
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "train.py").write_text(textwrap.dedent(FAKE_TRAIN))
+    (scripts / "infer.py").write_text(textwrap.dedent(FAKE_INFER))
+    monkeypatch.setattr(refill, "TRAIN_SCRIPT", scripts / "train.py")
+    monkeypatch.setattr(refill, "INFER_SCRIPT", scripts / "infer.py")
+    calls = tmp_path / "calls.txt"
+    calls.write_text("")
+    Path(f"{calls}.fail").write_text("")
+    monkeypatch.setenv("REFILL_TEST_CALLS", str(calls))
+    return calls
+
+
+def fake_argv(scene: Path, out: Path, *extra: str) -> list[str]:
+    return ["--pretrained_model_name_or_path", "unused", "--train_data_dir", str(scene),
+            "--output_dir", str(out), "--num_images", "3", "--matcher", "sift", *extra]  # fmt: skip
+
+
+def test_a_failed_stage_is_resumed_alone(fake_scripts, tmp_path, capsys):
+    scene = make_scene(tmp_path / "data" / "Custom" / "3", n_refs=2)
+    before = tree_digest(scene)
+    out = tmp_path / "run"
+    Path(f"{fake_scripts}.fail").write_text("Custom-3-model-refill")
+    assert refill.main(fake_argv(scene, out)) == 1
+    err = capsys.readouterr().err
+    assert "failed on purpose" in err and "run the same command again" in err
+    state = json.loads((out / refill.STATE_FILE).read_text())
+    assert sorted(state["stages"]) == ["infer", "select", "train"]
+
+    Path(f"{fake_scripts}.fail").write_text("")
+    fake_scripts.write_text("")
+    assert refill.main(fake_argv(scene, out)) == 0
+    calls = fake_scripts.read_text().split("\n")
+    augmented = out / "scenes" / "Custom-3-refill"
+    assert calls[:2] == [
+        f"train Custom-3-model-refill {augmented}",
+        "infer Custom-3-results-refill",
+    ]
+    assert len(list((augmented / "ref").iterdir())) == 5  # 2 originals + 3 completions
+    assert tree_digest(scene) == before
+
+
+def test_other_settings_or_places_are_refused(fake_scripts, tmp_path, capsys):
+    scene = make_scene(tmp_path / "data" / "RealBench" / "4")
+    out = tmp_path / "run"
+    assert refill.main(fake_argv(scene, out)) == 0
+    capsys.readouterr()
+    # Finished stages made with other settings are not silently mixed with new ones.
+    assert refill.main(fake_argv(scene, out, "--max_train_steps", "7")) == 2
+    assert "stage 'train'" in capsys.readouterr().err
+    # The run may not live inside the dataset scene; an unnamed scene path needs --scene_name.
+    assert refill.main(fake_argv(scene, scene / "run")) == 2
+    assert "overlaps" in capsys.readouterr().err
+    odd = make_scene(tmp_path / "data" / "my-scene")
+    assert refill.main(fake_argv(odd, tmp_path / "run2")) == 2
+    assert "--scene_name" in capsys.readouterr().err
+    assert refill.main(fake_argv(odd, tmp_path / "run2", "--scene_name", "Custom-9")) == 0
+
+
+def test_loftr_without_weights_fails_before_any_training(
+    fake_scripts, tmp_path, monkeypatch, capsys
+):
+    scene = make_scene(tmp_path / "data" / "RealBench" / "5")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    monkeypatch.delenv(lr.WEIGHTS_ENV, raising=False)
+    argv = fake_argv(scene, tmp_path / "run")
+    argv[argv.index("sift")] = "loftr"
+    assert refill.main(argv) == 2
+    assert "--matcher sift" in capsys.readouterr().err
+    assert fake_scripts.read_text() == ""  # nothing was trained
