@@ -74,7 +74,8 @@ def run_earlier(spec: dict) -> dict:
     image = Image.open(spec["target"]).convert("RGB").resize(size)
     mask = Image.open(spec["mask"]).convert("L").resize(size).filter(ImageFilter.MaxFilter(3))
     blend = mask.filter(ImageFilter.BoxBlur(1))
-    loaded = time.perf_counter()  # the rest, as infer.py's generate_s: sample, composite, write
+    # From here on, as infer.py's generate_s: sample, composite, write.
+    loaded, loaded_cpu = time.perf_counter(), time.process_time()
     out = Path(spec["out"])
     for i in range(spec["num_images"]):
         result = pipe(
@@ -88,7 +89,10 @@ def run_earlier(spec: dict) -> dict:
             generator=generator,
         ).images[0]
         Image.composite(result, image, blend).save(out / f"{i}.png")
-    return {"generate_s": time.perf_counter() - loaded}
+    return {
+        "generate_s": time.perf_counter() - loaded,
+        "generate_cpu_s": time.process_time() - loaded_cpu,
+    }
 
 
 def run_ours(spec: dict, scheduler: str, steps: int) -> dict:
@@ -106,7 +110,8 @@ def run_ours(spec: dict, scheduler: str, steps: int) -> dict:
             f"--device={spec['device']}",
         ]
     )
-    return {"generate_s": infer.run(args)["timings"]["generate_s"]}
+    timings = infer.run(args)["timings"]
+    return {key: timings[key] for key in ("generate_s", "generate_cpu_s")}
 
 
 def child(config: str, spec: dict) -> dict:
@@ -150,7 +155,7 @@ def spawn(config: str, spec: dict, work: Path) -> dict:
 def markdown(report: dict) -> str:
     s = report["settings"]
     names = {
-        "earlier": f"earlier: 16 sequential calls, ddpm {s['steps']}",
+        "earlier": f"earlier: {s['num_images']} sequential calls, ddpm {s['steps']}",
         "ours": f"infer.py batch {s['batch_size']}, ddpm {s['steps']}",
         "fast": f"infer.py batch {s['batch_size']}, {s['fast_scheduler']} {s['fast_steps']}",
     }
@@ -159,22 +164,24 @@ def markdown(report: dict) -> str:
         f"device {s['device']} ({report['machine']['cpu_count']} CPUs), "
         f"`{report['command']}`",
         "",
-        "| configuration | total s | of which load s | generate s | s/image | speed-up "
-        "(generate) | speed-up (total) | peak RSS MiB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| configuration | total s | of which load s | generate s | generate CPU s | s/image "
+        "| speed-up (generate) | speed-up (generate CPU) | speed-up (total) | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in CONFIGS:
         r, ratio = report["results"][name], report["speedup_vs_earlier"][name]
         lines.append(
             f"| {names[name]} | {r['total_s']:.1f} | {r['load_s']:.1f} | {r['generate_s']:.1f} | "
-            f"{r['per_image_s']:.2f} | {ratio['generate']:.2f}x | {ratio['total']:.2f}x | "
-            f"{r['peak_rss_mib']:.0f} |"
+            f"{r['generate_cpu_s']:.1f} | {r['per_image_s']:.2f} | {ratio['generate']:.2f}x | "
+            f"{ratio['generate_cpu']:.2f}x | {ratio['total']:.2f}x | {r['peak_rss_mib']:.0f} |"
         )
     goals = report["goals"]
     lines += [
         "",
-        f"Goals: ours no slower than earlier (generate): **{goals['ours_not_slower']}**; "
-        f"fast path at least {SPEEDUP_GOAL:g}x (generate): **{goals['fast_at_least_6x']}**.",
+        f"Goals (on generate wall time): ours no slower than earlier: "
+        f"**{goals['ours_not_slower']}**; fast path at least {SPEEDUP_GOAL:g}x faster: "
+        f"**{goals['fast_at_least_6x']}**. CPU seconds (all threads) are less disturbed by "
+        "other work on a shared machine than wall time.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -238,7 +245,10 @@ def main(argv=None) -> None:
 
     base = results["earlier"]
     speedup = {
-        name: {key: round(base[f"{key}_s"] / r[f"{key}_s"], 3) for key in ("generate", "total")}
+        name: {
+            key: round(base[f"{key}_s"] / r[f"{key}_s"], 3)
+            for key in ("generate", "generate_cpu", "total")
+        }
         for name, r in results.items()
     }
     report = {
@@ -258,8 +268,9 @@ def main(argv=None) -> None:
             "fast_at_least_6x": speedup["fast"]["generate"] >= SPEEDUP_GOAL,
         },
         "notes": "total = process start to last file written (imports, model load, generation, "
-        "compositing, PNG writes); generate = sampling + compositing + writes. Peak RSS is the "
-        "child process's ru_maxrss. Quality of the fast sampler is not measured here.",
+        "compositing, PNG writes); generate = sampling + compositing + writes; generate_cpu = "
+        "the CPU seconds (all threads) of generate. Peak RSS is the child process's ru_maxrss. "
+        "Quality of the fast sampler is not measured here.",
     }
     stem.parent.mkdir(parents=True, exist_ok=True)
     ru.atomic_write_json(report, stem.with_suffix(".json"))

@@ -154,7 +154,13 @@ def test_script_writes_completions_and_reads_training_settings(lora_dir, tmp_pat
     assert record["resolution"] == SETTINGS_RESOLUTION  # from the settings, not the default
     assert record["scheduler"] == "ddpm" and record["num_inference_steps"] == STEPS
     assert record["target_size"] == [48, 40] and record["feather_radius"] == 3
-    assert set(record["timings"]) == {"load_s", "generate_s", "total_s", "per_image_s"}
+    assert set(record["timings"]) == {
+        "load_s",
+        "generate_s",
+        "total_s",
+        "per_image_s",
+        "generate_cpu_s",
+    }
 
     loaded = ru.load_scene(scene)
     model_w, model_h = record["model_size"]
@@ -285,6 +291,7 @@ def _bad_inputs(tmp_path: Path, lora_dir: Path, case: str) -> tuple[list[str], s
         "missing image": "file not found",
         "unwritable output": "output folder is not writable",
         "fp16 on cpu": "fp16 needs a CUDA GPU",
+        "cuda without gpu": "no CUDA GPU is visible",
     }[case]
     extra = []
     if case == "missing model":
@@ -309,6 +316,8 @@ def _bad_inputs(tmp_path: Path, lora_dir: Path, case: str) -> tuple[list[str], s
         out = tmp_path / "a-file" / "out"
     elif case == "fp16 on cpu":
         extra = ["--mixed_precision=fp16", "--device=cpu"]
+    elif case == "cuda without gpu":
+        extra = ["--device=cuda"]
     argv = [
         f"--model_path={model}",
         f"--validation_image={image}",
@@ -330,9 +339,15 @@ def _bad_inputs(tmp_path: Path, lora_dir: Path, case: str) -> tuple[list[str], s
         "missing image",
         "unwritable output",
         "fp16 on cpu",
+        "cuda without gpu",
     ],
 )
 def test_bad_inputs_fail_clearly_before_any_model_loads(case, lora_dir, tmp_path, no_model_loading):
+    if case == "cuda without gpu":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("a GPU is visible here")
     argv, expected = _bad_inputs(tmp_path, lora_dir, case)
     with pytest.raises(ru.SceneError, match=expected):
         infer.run(infer.parse_args(argv))
