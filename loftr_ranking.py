@@ -59,7 +59,10 @@ RANDOM_WEIGHTS = "random"  # --loftr-weights random: untrained LoFTR, for smoke 
 MATCHERS = ("loftr", "sift")
 MODEL_TYPES = ("outdoor", "indoor")  # kornia's pretrained LoFTR checkpoints
 CONF_THRESHOLD = 0.7  # LoFTR match confidence to count; the earlier implementation's value
-MAX_SIDE = 384  # px, long side for matching; measured under 1 s/pair on 2 CPU cores (bench/)
+# px, long side images are resized to for matching. LoFTR's cost grows with the area: 256 is the
+# largest size measured under 1 CPU-second per pair (bench/results/ranking.md); SIFT is ~10x
+# cheaper, so it keeps more detail.
+MAX_SIDE = {"loftr": 256, "sift": 512}
 MASK_DILATION = 4  # px at the completion's size: matches on the hole's border still count
 SIFT_RATIO = 0.8  # Lowe's ratio test
 RANSAC_THRESHOLD = 2.0  # px at the matching size, Sampson distance to the fundamental matrix
@@ -141,7 +144,7 @@ class SiftMatcher:
 
     def __init__(
         self,
-        max_side: int = MAX_SIDE,
+        max_side: int = MAX_SIDE["sift"],
         ratio: float = SIFT_RATIO,
         ransac_threshold: float = RANSAC_THRESHOLD,
     ):
@@ -281,7 +284,7 @@ class LoftrMatcher:
         weights: str | None = None,
         model_type: str = "outdoor",
         conf_threshold: float = CONF_THRESHOLD,
-        max_side: int = MAX_SIDE,
+        max_side: int = MAX_SIDE["loftr"],
         device: str | None = None,
     ):
         import torch
@@ -333,13 +336,15 @@ def make_matcher(
     weights: str | None = None,
     model_type: str = "outdoor",
     conf_threshold: float = CONF_THRESHOLD,
-    max_side: int = MAX_SIDE,
+    max_side: int | None = None,
 ):
+    """A matcher by name; `max_side` None = that matcher's MAX_SIDE."""
+    if matcher not in MATCHERS:
+        raise SceneError(f"unknown matcher '{matcher}': use one of {', '.join(MATCHERS)}")
+    max_side = max_side or MAX_SIDE[matcher]
     if matcher == "sift":
         return SiftMatcher(max_side=max_side)
-    if matcher == "loftr":
-        return LoftrMatcher(weights, model_type, conf_threshold, max_side)
-    raise SceneError(f"unknown matcher '{matcher}': use one of {', '.join(MATCHERS)}")
+    return LoftrMatcher(weights, model_type, conf_threshold, max_side)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -661,8 +666,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--max-side",
         type=int,
-        default=MAX_SIDE,
-        help="long side (px) images are resized to for matching",
+        default=None,
+        help="long side (px) images are resized to for matching; default: "
+        + ", ".join(f"{k} {v}" for k, v in MAX_SIDE.items()),
     )
     parser.add_argument(
         "--mask-dilation",

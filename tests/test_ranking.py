@@ -238,7 +238,7 @@ def test_cli_rank_only_writes_the_documented_json(photo_scene, tmp_path, capsys)
     assert set(data) == {"schema_version", "settings", "references", "candidates"}
     assert data["schema_version"] == 1
     settings = data["settings"]
-    assert settings["matcher"] == "sift" and settings["max_side"] == lr.MAX_SIDE
+    assert settings["matcher"] == "sift" and settings["max_side"] == lr.MAX_SIDE["sift"]
     assert settings["mask"] == str((scene / "target" / "mask.png").resolve())
     for key in ("model_type", "conf_threshold", "mask_dilation", "weights"):
         assert key in settings
