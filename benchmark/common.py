@@ -5,11 +5,13 @@ Job lines (one JSON object per line, from `--jobs_file` or stdin):
     {"id": "<any string>", "gt": "<path>", "mask": "<path>", "result": "<path>"}
 Result lines (one JSON object per line on stdout, flushed as each score is ready):
     {"event": "ready", "metric": "SSIM", "version": "1", "params": {...}}      (first line)
-    {"event": "score", "id": "...", "value": 0.81, "resized": false}
+    {"event": "score", "id": "...", "value": 0.81, "resized": false, "seconds": 0.02}
     {"event": "error", "id": "...", "error": "<what went wrong with this item>"}
     {"event": "unavailable", "metric": "LPIPS", "reason": "<why and how to fix>"}  (then exit 3)
 `resized` is true when the result's size differed from the ground truth's and it was resized to
-it. PSNR of identical images is `Infinity` (Python's json reads and writes it).
+it; `seconds` is the time spent on this item (decoding included); `load_s` in the ready line
+is the model-loading time. PSNR of identical images is `Infinity` (Python's json reads and
+writes it).
 
 Conventions: images are uint8 RGB arrays (H, W, 3); `fill_mask` is bool (H, W), True = filled
 region (white in mask.png).
@@ -373,6 +375,7 @@ def run_metric(
     source = sys.stdin if args.jobs_file == "-" else open(args.jobs_file)  # noqa: SIM115
     with source:
         for job in read_jobs(source):
+            started = time.perf_counter()
             try:
                 item = loader.load(job)
                 value = float(scorer(item))
@@ -382,5 +385,10 @@ def run_metric(
             if math.isnan(value):
                 stream(out, {"event": "error", "id": item.id, "error": "metric returned NaN"})
                 continue
-            stream(out, {"event": "score", "id": item.id, "value": value, "resized": item.resized})
+            seconds = round(time.perf_counter() - started, 5)
+            stream(
+                out,
+                {"event": "score", "id": item.id, "value": value, "resized": item.resized}
+                | {"seconds": seconds},
+            )
     return 0

@@ -25,8 +25,9 @@ SPEC = METRICS["PSNR"]
 
 def masked_psnr(gt: np.ndarray, result: np.ndarray, fill_mask: np.ndarray) -> float:
     """PSNR in dB over the pixels where fill_mask is True; uint8 RGB (H, W, 3); inf if equal."""
-    diff = gt[fill_mask].astype(np.float64) - result[fill_mask].astype(np.float64)
-    mse = float(np.mean(diff * diff))
+    diff = gt.astype(np.int32) - result  # exact integer arithmetic, no (H, W, 3) masking
+    squared = np.einsum("ijk,ijk->ij", diff, diff)  # per-pixel sum over the channels
+    mse = float(squared[fill_mask].sum(dtype=np.int64)) / (3 * int(fill_mask.sum()))
     return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
 
 

@@ -50,8 +50,9 @@ def masked_ssim(gt: np.ndarray, result: np.ndarray, fill_mask: np.ndarray) -> fl
     pad = WIN // 2
     y0, y1 = max(rows[0] - pad, 0), min(rows[-1] + pad + 1, gt.shape[0])
     x0, x1 = max(cols[0] - pad, 0), min(cols[-1] + pad + 1, gt.shape[1])
-    full = ssim_map(gt[y0:y1, x0:x1], result[y0:y1, x0:x1])
-    return float(full[fill_mask[y0:y1, x0:x1]].mean(dtype=np.float64))
+    per_pixel = ssim_map(gt[y0:y1, x0:x1], result[y0:y1, x0:x1]).sum(axis=2, dtype=np.float64)
+    inside = fill_mask[y0:y1, x0:x1]
+    return float(per_pixel[inside].sum() / (inside.sum() * gt.shape[2]))
 
 
 def build(args):

@@ -156,9 +156,14 @@ class HashIndex:
         return digest
 
     def save(self, lock: CacheLock) -> None:
+        """Merge into the file under the lock (another run may have added entries)."""
         if self.changed:
             with lock:
-                atomic_write_json(self.known, self.path)
+                try:
+                    on_disk = json.loads(self.path.read_text())
+                except (OSError, ValueError):
+                    on_disk = {}
+                atomic_write_json(on_disk | self.known, self.path)
 
 
 class CacheLock:
@@ -228,7 +233,9 @@ class MetricRun:
     computed: int = 0
     cached: int = 0
     errors: list[str] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time of the metric process(es)
+    load_s: float = 0.0  # model loading, as the process reports it
+    item_s: float = 0.0  # sum of the per-image times the process reports
 
 
 @dataclass
@@ -309,25 +316,51 @@ def evaluate(
         disable=None if progress else True,
         leave=False,
     )
-    threads = max(1, (os.cpu_count() or 1) // min(jobs, len(todo)))
+    # Metrics without a model (PSNR, SSIM) are split by scene over the free process slots;
+    # a learned metric stays one process, so its model loads once.
+    tasks = []
+    for metric in sorted(todo, key=lambda m: METRICS[m].weights_env is None):
+        work = pending[metric]
+        shards = 1 if METRICS[metric].weights_env else max(1, min(jobs, len(work) // 32))
+        size = math.ceil(len(work) / shards)
+        tasks += [(metric, i, work[i * size : (i + 1) * size]) for i in range(shards)]
+    threads = max(1, (os.cpu_count() or 1) // min(jobs, len(tasks)))
     slots = slots or threading.Semaphore(max(1, jobs))
+    merge_lock = threading.Lock()
+
     with tempfile.TemporaryDirectory(prefix="realfill-bench-") as tmp:
 
-        def run_one(metric: str) -> None:
+        def run_one(task) -> None:
+            metric, index, work = task
             spec = METRICS[metric]
             command = (commands or {}).get(metric) or metric_command(spec)
-            _run_metric(spec, command, pending[metric], Path(tmp), timeout, threads, ev, keys, bar)
-            merge_cache_for(metric)
+            with slots:
+                shard = _run_metric(
+                    spec, command, work, Path(tmp) / f"{metric}-{index}", timeout, threads, ev, bar
+                )
+            with merge_lock:
+                run = ev.runs[metric]
+                run.computed += shard.computed
+                run.errors += shard.errors
+                run.seconds = max(run.seconds, shard.seconds)
+                run.load_s += shard.load_s
+                run.item_s += shard.item_s
+                if shard.status != "ok" and run.status == "ok":
+                    run.status = shard.status
+            merge_cache_for(metric, {job["id"] for job in work})
 
-        def merge_cache_for(metric: str) -> None:
+        def merge_cache_for(metric: str, ids: set[str]) -> None:
             by_folder: dict[str, dict] = {}
             for rf in folders:
                 for image in rf.images:
                     value = ev.scores[(rf.name, metric)].get(image.name)
-                    key = keys[(rf.name, metric, image.name)]
-                    if value is not None and (rf.name, metric, image.name) in ev.computed:
+                    if (
+                        value is not None
+                        and f"{rf.name}/{image.name}" in ids
+                        and (rf.name, metric, image.name) in ev.computed
+                    ):
                         by_folder.setdefault(rf.name, {})[image.name] = {
-                            "key": key,
+                            "key": keys[(rf.name, metric, image.name)],
                             "value": value,
                             "resized": (rf.name, image.name) in ev.resized,
                         }
@@ -335,32 +368,37 @@ def evaluate(
                 merge_cache(cache_file(cache_dir, folder, metric), metric, updates, lock)
 
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            for future in [pool.submit(run_one, m) for m in todo]:
+            for future in [pool.submit(run_one, task) for task in tasks]:
                 future.result()
     bar.close()
     return ev
 
 
-def _run_metric(spec, command, jobs_list, tmp, timeout, threads, ev, keys, bar) -> None:
-    run = ev.runs[spec.name]
-    jobs_file = tmp / f"{spec.name}.jsonl"
-    jobs_file.write_text("".join(json.dumps(j) + "\n" for j in jobs_list))
-    log_file = tmp / f"{spec.name}.log"
+def _run_metric(spec, command, work, stem: Path, timeout, threads, ev, bar) -> MetricRun:
+    """One metric process over `work`; scores go into `ev` as they stream in."""
+    run = MetricRun()
+    jobs_file, log_file = stem.with_suffix(".jsonl"), stem.with_suffix(".log")
+    jobs_file.write_text("".join(json.dumps(j) + "\n" for j in work))
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     start = time.perf_counter()
+    unavailable, timed_out, returncode = None, False, None
     with open(log_file, "w") as log:
-        proc = subprocess.Popen(
-            [*command, "--jobs_file", str(jobs_file)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-        )
+        try:
+            proc = subprocess.Popen(
+                [*command, "--jobs_file", str(jobs_file)],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
+        except OSError as err:
+            run.status = f"failed: cannot start {command[0]}: {err}"
+            bar.update(len(work))
+            return run
         timer = threading.Timer(timeout, proc.kill)
         timer.start()
-        unavailable = None
         try:
             for line in proc.stdout:
                 try:
@@ -375,10 +413,13 @@ def _run_metric(spec, command, jobs_list, tmp, timeout, threads, ev, keys, bar) 
                     if record.get("resized"):
                         ev.resized.add((folder, image))
                     run.computed += 1
+                    run.item_s += float(record.get("seconds", 0.0))
                     bar.update(1)
                 elif event == "error":
                     run.errors.append(f"{record.get('id')}: {record.get('error')}")
                     bar.update(1)
+                elif event == "ready":
+                    run.load_s = float(record.get("load_s", 0.0))
                 elif event == "unavailable":
                     unavailable = record.get("reason", "no reason given")
             returncode = proc.wait()
@@ -386,7 +427,7 @@ def _run_metric(spec, command, jobs_list, tmp, timeout, threads, ev, keys, bar) 
             timed_out = not timer.is_alive() and proc.returncode not in (0, UNAVAILABLE_EXIT)
             timer.cancel()
     run.seconds = time.perf_counter() - start
-    missing = len(jobs_list) - run.computed - len(run.errors)
+    missing = len(work) - run.computed - len(run.errors)
     if unavailable is not None:
         run.status = f"unavailable: {unavailable}"
     elif timed_out and returncode != 0:
@@ -398,6 +439,7 @@ def _run_metric(spec, command, jobs_list, tmp, timeout, threads, ev, keys, bar) 
             + " | ".join(tail)[-400:]
         )
     bar.update(max(missing, 0))
+    return run
 
 
 # ---------------------------------------------------------------------------------------------
