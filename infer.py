@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -136,12 +137,30 @@ def inspect_model_path(model_path: str | Path, base_override: str | None = None)
 # ---------------------------------------------------------------------------------------------
 # Device, dtype, pipeline
 # ---------------------------------------------------------------------------------------------
+def process_state(device: str = "auto"):
+    """accelerate's per-process state (rank, count, device); a singleton, set up once here.
+
+    Without CUDA, processes started by `accelerate launch --num_processes N` only form a group
+    (gloo) when asked for the CPU explicitly, as Accelerator does for ACCELERATE_USE_CPU.
+    """
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    cpu = (
+        device == "cpu"
+        or parse_flag_from_env("ACCELERATE_USE_CPU")
+        or (several and not torch.cuda.is_available())
+    )
+    return PartialState(cpu=cpu)
+
+
 def resolve_device(device: str) -> str:
     """'auto': this process's device under accelerate launch, else CUDA if present, else CPU."""
+    state = process_state(device)
     if device == "auto":
-        from accelerate import PartialState
-
-        return str(PartialState().device)
+        return str(state.device)
     import torch
 
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -298,9 +317,7 @@ def run(args: argparse.Namespace, progress: Callable | None = None) -> dict:
     resolution = args.resolution or source.settings.get("resolution", ru.RESOLUTION)
     prompt = args.prompt if args.prompt is not None else source.settings.get("prompt", ru.PROMPT)
 
-    from accelerate import PartialState
-
-    state = PartialState()
+    state = process_state(args.device)
     ru.quiet_libraries()
     pipe, components = load_pipeline(source, args.scheduler, dtype, device)
     multiple = components.size_multiple
@@ -339,7 +356,7 @@ def run(args: argparse.Namespace, progress: Callable | None = None) -> dict:
             if args.keep_raw:
                 ru.atomic_save_image(raw, output_dir / RAW_DIR / f"{index}.png")
             ru.atomic_save_image(completion, output_dir / f"{index}.png")
-            bar.update(state.num_processes)
+            bar.update(min(state.num_processes, bar.total - bar.n))  # others' progress: a guess
             if progress is not None:
                 progress(index)
         bar.close()
@@ -498,9 +515,7 @@ def main(argv: list[str] | None = None) -> None:
             f"interrupted: {len(done)} completions written to {args.output_dir}, no "
             f"{COMPLETIONS_FILE}; run again to regenerate them all"
         )
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
+    if process_state(args.device).is_main_process:
         t = record["timings"]
         width, height = record["model_size"]
         print(

@@ -172,6 +172,33 @@ def test_script_writes_completions_and_reads_training_settings(lora_dir, tmp_pat
         assert Image.open(out / "raw" / f"{i}.png").size == (model_w, model_h)
 
 
+def test_accelerate_launch_splits_images_across_processes(tiny_model, pipes, tmp_path):
+    scene_dir = make_scene(tmp_path / "scene")
+    out = tmp_path / "results"
+    cmd = [
+        *(sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes=2"),
+        *("--num_machines=1", "--mixed_precision=no", "--dynamo_backend=no"),
+        str(ROOT / "infer.py"),
+        f"--model_path={tiny_model}",
+        f"--validation_image={scene_dir / 'target/target.png'}",
+        f"--validation_mask={scene_dir / 'target/mask.png'}",
+        f"--output_dir={out}",
+        "--num_images=3",
+        "--batch_size=1",
+        f"--num_inference_steps={STEPS}",
+        f"--resolution={RESOLUTION}",
+        "--device=cpu",
+    ]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", ACCELERATE_USE_CPU="true")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("3 completions of") == 1  # only the main process reports
+    assert json.loads((out / "completions.json").read_text())["num_processes"] == 2
+    single = run_complete(pipes["base"], ru.load_scene(scene_dir), [0, 1, 2])
+    for i, (_, _, completion) in enumerate(single):
+        assert max_diff(Image.open(out / f"{i}.png"), completion) <= TOLERANCE
+
+
 def test_image_regenerated_alone_equals_its_batch_twin(pipes, scene_dir):
     scene = ru.load_scene(scene_dir)
     batch = run_complete(pipes["lora"], scene, [5, 6, 7], batch_size=3)
