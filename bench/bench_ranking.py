@@ -200,7 +200,8 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {r['matcher']} | {r['max_side']} | {r['s_per_pair']} | {r['cpu_s_per_pair']} | "
             f"{r.get('cold_s', '-')} | {r.get('cached_s', '-')} | {r.get('model_load_s', '-')} | "
-            f"{r.get('spearman', '-')} | {r.get('errors', '-')} |"
+            f"{r.get('spearman') if r.get('spearman') is not None else '-'} | "
+            f"{r.get('errors', '-')} |"
         )
     lines += ["", f"Whole command, cached SIFT re-rank (Python and library imports included): "
               f"{report['cli_cached_rerank_s']} s.", ""]  # fmt: skip
