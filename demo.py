@@ -96,7 +96,7 @@ def main(argv=None) -> None:
         sys.executable, "benchmarks.py", "--results_base_dir", str(out / "results"),
         dataset_flag, str(scene.parent.parent), "--cache_dir", str(out / "benchmark_cache"),
         "--output_file", str(report), "--metrics", "PSNR", "SSIM", "LPIPS",
-        "--ranking_matcher", args.matcher,
+        "--ranking_matcher", args.matcher, "--num_images", str(args.num_images),
     ])  # fmt: skip
     print(f"\nDone. Completions: {results}\nReport: {report} (and {report.with_suffix('.md')})")
 
