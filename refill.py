@@ -117,8 +117,8 @@ def run_logged(command: list[str], log: Path) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:
         code = subprocess.run(
-            [sys.executable, *command], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
-        ).returncode
+            [sys.executable, *command], stdout=out, stderr=subprocess.STDOUT
+        ).returncode  # the caller's working directory: relative paths mean what they meant
     if code:
         tail = log.read_text(errors="replace").strip().splitlines()[-LOG_TAIL:]
         raise StageFailed(f"exit status {code}; last lines of {log}:\n  " + "\n  ".join(tail))
