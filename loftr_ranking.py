@@ -528,8 +528,13 @@ def choose(ranking: dict, count: int) -> list[dict]:
 
 
 def _inside(path: Path, folder: Path) -> bool:
-    path, folder = path.resolve(), folder.resolve()
+    path, folder = Path(path).resolve(), Path(folder).resolve()
     return path == folder or folder in path.parents
+
+
+def overlaps(a: Path, b: Path) -> bool:
+    """Whether one folder is, or lies inside, the other."""
+    return _inside(a, b) or _inside(b, a)
 
 
 def build_refill_scene(
@@ -545,7 +550,7 @@ def build_refill_scene(
     choice. The folder appears in one rename; the dataset folders are only read."""
     ref_dir, target_dir, out = Path(ref_dir), Path(target_dir), Path(output_scene_dir)
     for folder in (ref_dir.parent, source_dir):
-        if _inside(out, folder) or _inside(folder, out):
+        if overlaps(out, folder):
             raise SceneError(
                 f"--output-scene-dir {out} overlaps {folder}: the augmented scene must be a new "
                 "folder outside the dataset scene and the completions"

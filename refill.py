@@ -189,13 +189,13 @@ def run_refill(args) -> dict:
     scene_dir = args.train_data_dir.resolve()
     scene = ru.load_scene(scene_dir)  # every input problem surfaces now, not after training
     output_dir = args.output_dir.resolve()
-    if lr._inside(output_dir, scene_dir) or lr._inside(scene_dir, output_dir):
+    if lr.overlaps(output_dir, scene_dir):
         raise ru.SceneError(
             f"--output_dir {output_dir} overlaps the scene {scene_dir}: the dataset is only "
             "read, so put the run somewhere else"
         )
-    ru.check_output_dir(output_dir)
     name = args.scene_name or scene_name(scene_dir)
+    ru.check_output_dir(output_dir)
     where = Layout(output_dir, name)
     state = State(output_dir / STATE_FILE, scene_dir)
     extra = args.target_count - len(scene.reference_paths)
