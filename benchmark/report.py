@@ -63,6 +63,14 @@ def fmt(value: float, metric: str) -> str:
     return f"{value:.2f}" if metric == "PSNR" else f"{value:.3f}"
 
 
+def resized_note(resized: set) -> str:
+    if not resized:
+        return "none was."
+    folders = sorted({folder for folder, _ in resized})
+    listed = ", ".join(folders[:10]) + (", ..." if len(folders) > 10 else "")
+    return f"{len(resized)} image{'s were' if len(resized) > 1 else ' was'} resized ({listed})."
+
+
 def header(metric: str) -> str:
     return f"{metric} {METRICS[metric].arrow}"
 
@@ -172,14 +180,7 @@ def build_blocks(summary: Summary, settings: dict, skipped: list, outputs: dict)
             "Resolution: PSNR, SSIM and LPIPS are computed at each ground truth's own size; "
             f"DreamSim, DINO and CLIP resize both full images to {EMBED_SIZE}x{EMBED_SIZE}. "
             "A result whose size differs from its ground truth is first resized to it (Lanczos): "
-            + (
-                f"{len(ev.resized)} images were resized ("
-                + ", ".join(sorted({f for f, _ in ev.resized})[:10])
-                + ("..." if len({f for f, _ in ev.resized}) > 10 else "")
-                + ")."
-                if ev.resized
-                else "none was."
-            ),
+            + resized_note(ev.resized),
         )
     )
     errors = [f"{m}: {e}" for m in metrics if ev.runs.get(m) for e in ev.runs[m].errors]

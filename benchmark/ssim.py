@@ -31,14 +31,31 @@ def ssim_map(gt: np.ndarray, result: np.ndarray) -> np.ndarray:
     def mean(z):  # scipy's 'reflect' border is OpenCV's BORDER_REFLECT
         return cv2.boxFilter(z, -1, (WIN, WIN), normalize=True, borderType=cv2.BORDER_REFLECT)
 
-    ux, uy = mean(x), mean(y)
-    cov_norm = WIN * WIN / (WIN * WIN - 1.0)  # sample covariance, like scikit-image
-    vx = cov_norm * (mean(x * x) - ux * ux)
-    vy = cov_norm * (mean(y * y) - uy * uy)
-    vxy = cov_norm * (mean(x * y) - ux * uy)
     c1 = (SPEC.params["k1"] * SPEC.params["data_range"]) ** 2
     c2 = (SPEC.params["k2"] * SPEC.params["data_range"]) ** 2
-    return ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    cov_norm = np.float32(WIN * WIN / (WIN * WIN - 1.0))  # sample covariance, as scikit-image
+    ux, uy = mean(x), mean(y)
+    uxx, uyy, uxy = mean(x * x), mean(y * y), mean(x * y)
+    # in place from here on: a 512x512x3 map makes every temporary count
+    ux_uy = ux * uy
+    ux *= ux  # ux^2
+    uy *= uy  # uy^2
+    uxx -= ux  # E[x^2] - ux^2
+    uyy -= uy
+    uxy -= ux_uy
+    uxx += uyy  # vx + vy (before the covariance factor)
+    uxx *= cov_norm
+    uxx += c2  # denominator's second factor
+    ux += uy
+    ux += c1  # denominator's first factor
+    ux *= uxx  # denominator
+    uxy *= 2 * cov_norm
+    uxy += c2
+    ux_uy *= 2
+    ux_uy += c1
+    ux_uy *= uxy  # numerator
+    ux_uy /= ux
+    return ux_uy
 
 
 def masked_ssim(gt: np.ndarray, result: np.ndarray, fill_mask: np.ndarray) -> float:
@@ -50,9 +67,10 @@ def masked_ssim(gt: np.ndarray, result: np.ndarray, fill_mask: np.ndarray) -> fl
     pad = WIN // 2
     y0, y1 = max(rows[0] - pad, 0), min(rows[-1] + pad + 1, gt.shape[0])
     x0, x1 = max(cols[0] - pad, 0), min(cols[-1] + pad + 1, gt.shape[1])
-    per_pixel = ssim_map(gt[y0:y1, x0:x1], result[y0:y1, x0:x1]).sum(axis=2, dtype=np.float64)
+    full = ssim_map(gt[y0:y1, x0:x1], result[y0:y1, x0:x1])
+    per_pixel = full[..., 0] + full[..., 1] + full[..., 2] if full.shape[2] == 3 else full.sum(2)
     inside = fill_mask[y0:y1, x0:x1]
-    return float(per_pixel[inside].sum() / (inside.sum() * gt.shape[2]))
+    return float(per_pixel[inside].sum(dtype=np.float64) / (inside.sum() * gt.shape[2]))
 
 
 def build(args):

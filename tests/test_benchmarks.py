@@ -245,3 +245,20 @@ def test_benchmarks_end_to_end_report(bench_tree, tmp_path, monkeypatch):
     }
     psnr_all, psnr_75 = (float(line[d].split("|")[5]) for d in ("0%", "75%"))
     assert psnr_75 < psnr_all and not math.isnan(psnr_75)
+
+
+def test_a_result_of_another_size_is_resized_and_reported(bench_tree):
+    folders, _ = folders_of(bench_tree)
+    image = folders[1].images[0]
+    big = Image.open(image)
+    big.resize((big.width * 2, big.height * 2), Image.Resampling.BICUBIC).save(image)
+    out = bench_tree / "report" / "r.txt"
+    argv = ["--results_base_dir", str(bench_tree / "results"),
+            "--realbench_dataset_dir", str(bench_tree / "data"),
+            "--cache_dir", str(bench_tree / "cache"), "--output_file", str(out),
+            "--metrics", "PSNR", "--num_images", str(N_IMAGES)]  # fmt: skip
+    benchmarks.run(benchmarks.parse_args(argv), progress=False)
+    assert f"1 image was resized ({folders[1].name})" in out.read_text()
+    rows = json.loads((bench_tree / "report" / "r_scores.json").read_text())["scores"]
+    flagged = [(r["folder"], r["image"]) for r in rows if r["resized"]]
+    assert flagged == [(folders[1].name, image.name)]
