@@ -23,7 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmark.common import METRICS
+from benchmark.common import METRICS, HelpFormatter
 from benchmark.report import Summary, write_reports
 from benchmark.suite import discover, evaluate, rank
 from realfill_utils import NUM_IMAGES, SceneError
@@ -40,9 +40,7 @@ def metric_name(text: str) -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument(
         "--results_base_dir",
         type=Path,

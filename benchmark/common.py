@@ -156,6 +156,10 @@ METRICS: dict[str, MetricSpec] = {
 }
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help keeps the docstring's example commands as written and shows every default."""
+
+
 class MetricUnavailable(RuntimeError):
     """The metric's model cannot be had here (no weights, offline): report, never guess."""
 
@@ -324,9 +328,7 @@ def stream(out, record: dict) -> None:
 
 
 def parse_args(spec: MetricSpec, doc: str, argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=doc, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=doc, formatter_class=HelpFormatter)
     parser.add_argument(
         "--jobs_file",
         default="-",
