@@ -7,11 +7,16 @@
 
 Each configuration runs in its own child process (its peak RSS is its own; it pays its own
 imports), one after the other. Results go to bench/results/infer_<device>_<size>px_<steps>steps
-.json and .md. The full run (512 px, DDPM 200) takes several minutes on a 2-core CPU.
+.json and .md.
 
-    python bench/bench_infer.py                      # 512x512, DDPM 200 vs 200 vs DPM++ 25
+The tiny model's VAE downsamples by 2, not 8: at 512 px its latents are 256x256, 16 times the
+attention tokens of SD2 at 512 px; the "earlier" configuration alone had not finished after
+27 minutes on this project's shared 2-core machine. `--size 128` gives the tiny model
+SD2-at-512's latent size (64x64).
+
+    python bench/bench_infer.py --size 128           # DDPM 200 vs 200 vs DPM++ 25, CPU
     python bench/bench_infer.py --size 64 --steps 8 --fast_steps 2   # quick check
-    python bench/bench_infer.py --device cuda        # the batching gain on a GPU
+    python bench/bench_infer.py --device cuda        # 512 px, the batching gain on a GPU
 """
 
 from __future__ import annotations
