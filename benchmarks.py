@@ -137,17 +137,23 @@ def run(args: argparse.Namespace, progress: bool = True) -> dict:
             slots=slots,
         )
         rankings = rankings.result()
-    settings = vars(args) | {"seconds": round(time.perf_counter() - start, 2)}
+    scored_s = time.perf_counter() - start
+    settings = vars(args) | {"seconds": round(scored_s, 2)}
     outputs = write_reports(
         Summary(folders, args.metrics, ev, rankings), args.output_file, settings, skipped
     )
+    report_s = time.perf_counter() - start - scored_s
     for metric, r in ev.runs.items():
         print(
             f"{metric}: {r.status} ({r.computed} computed, {r.cached} cached, "
             f"{len(r.errors)} errors, {r.seconds:.2f} s)",
             file=sys.stderr,
         )
-    print(f"{len(folders)} folders evaluated; report: {args.output_file}", file=sys.stderr)
+    print(
+        f"{len(folders)} folders evaluated (scores {scored_s:.2f} s, report files "
+        f"{report_s:.2f} s); report: {args.output_file}",
+        file=sys.stderr,
+    )
     return outputs
 
 
