@@ -498,7 +498,8 @@ def train(args: argparse.Namespace) -> Path:
                     [p for group in param_groups for p in group["params"]], MAX_GRAD_NORM
                 )
             optimizer.step()
-            lr_scheduler.step() if accelerator.sync_gradients else None
+            if accelerator.sync_gradients:
+                lr_scheduler.step()
             optimizer.zero_grad(set_to_none=args.set_grads_to_none)
         if not accelerator.sync_gradients:
             continue
