@@ -216,7 +216,7 @@ def to_tensor(image: np.ndarray, size: int | None = None):
 
     if size is not None:
         image = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC))
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 255.0  # a copy
 
 
 class EmbeddingScorer:

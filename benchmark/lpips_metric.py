@@ -14,6 +14,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
+
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -87,9 +89,9 @@ def build(args):
 
     def score(item: Item) -> float:
         def prep(image):
-            return (torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1.0).to(
-                args.device
-            )
+            return (
+                torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+            ).to(args.device)
 
         with torch.inference_mode():
             distance = model(prep(item.gt), prep(item.result_with_known_from_gt()))[0, 0]

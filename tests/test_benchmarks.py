@@ -247,7 +247,8 @@ def test_benchmarks_end_to_end_report(bench_tree, tmp_path, monkeypatch):
     assert psnr_75 < psnr_all and not math.isnan(psnr_75)
 
 
-def test_a_result_of_another_size_is_resized_and_reported(bench_tree):
+def test_a_result_of_another_size_is_resized_and_reported(bench_tree, monkeypatch):
+    monkeypatch.setenv("REALFILL_RANKING_SCRIPT", str(bench_tree / "no_ranking_script.py"))
     folders, _ = folders_of(bench_tree)
     image = folders[1].images[0]
     big = Image.open(image)
