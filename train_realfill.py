@@ -173,9 +173,12 @@ def training_loss(batch: dict, models: dict, prompt_ids: torch.Tensor, empty_ids
     batch_size = images.shape[0]
     scaling = vae.config.scaling_factor
     with torch.no_grad():
-        latents = vae.encode(images).latent_dist.sample() * scaling
+        # One VAE call for both; the masked image is encoded by its posterior mean, as
+        # infer.py does, so the conditioning is deterministic in training and sampling alike.
         masked = images * (fill_mask < 0.5)
-        masked_latents = vae.encode(masked).latent_dist.sample() * scaling
+        posterior = vae.encode(torch.cat([images, masked])).latent_dist
+        latents = posterior.sample()[:batch_size] * scaling
+        masked_latents = posterior.mode()[batch_size:] * scaling
     latent_size = latents.shape[-2:]
     mask_latent = F.interpolate(fill_mask, size=latent_size)  # nearest, as the pipeline does
     noise = torch.randn_like(latents)
