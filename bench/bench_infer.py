@@ -10,8 +10,8 @@ imports), one after the other. Results go to bench/results/infer_<device>_<size>
 .json and .md.
 
 The tiny model's VAE downsamples by 2, not 8: at 512 px its latents are 256x256, 16 times the
-attention tokens of SD2 at 512 px; the "earlier" configuration alone had not finished after
-27 minutes on this project's shared 2-core machine. `--size 128` gives the tiny model
+attention tokens of SD2 at 512 px; the "earlier" configuration alone was still running after
+25 minutes on this project's shared 2-core machine. `--size 128` gives the tiny model
 SD2-at-512's latent size (64x64).
 
     python bench/bench_infer.py --size 128           # DDPM 200 vs 200 vs DPM++ 25, CPU
