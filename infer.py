@@ -204,24 +204,6 @@ def load_model_components(source: ModelSource, dtype=None) -> ru.Components:
     return components
 
 
-def pin_vae_encoding(pipe) -> None:
-    """Encode the masked target with the VAE posterior mean instead of a sample.
-
-    diffusers samples the masked image's latents with generator[0] only (one image, N
-    generators), so image i would depend on the seed of the batch's FIRST image and on the batch
-    split. With the mean, no generator is touched outside image i's own noise.
-    """
-    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint import (
-        retrieve_latents,
-    )
-
-    def encode(image, generator=None):
-        latents = retrieve_latents(pipe.vae.encode(image), sample_mode="argmax")
-        return pipe.vae.config.scaling_factor * latents
-
-    pipe._encode_vae_image = encode
-
-
 def load_pipeline(source: ModelSource, scheduler: str, dtype=None, device: str = "cpu"):
     """Build the inpainting pipeline for `source` (LoRA fused into the weights) on `device`.
 
@@ -240,7 +222,6 @@ def load_pipeline(source: ModelSource, scheduler: str, dtype=None, device: str =
             ) from None
         pipe.fuse_lora()  # merged weights: sampling costs the same as the base model
         pipe.unload_lora_weights()
-    pin_vae_encoding(pipe)
     pipe.to(device)
     return pipe, components
 

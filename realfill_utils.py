@@ -222,6 +222,9 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False):
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-", suffix=suffix)
         os.close(fd)
         tmp = Path(name)
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod((0o777 if is_dir else 0o666) & ~umask)  # mkstemp/mkdtemp make them private
     try:
         yield tmp
         if is_dir and path.exists():
@@ -408,7 +411,26 @@ def make_pipeline(components: Components, scheduler: str = SCHEDULER):
         requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
+    _encode_masked_image_by_mean(pipe)
     return pipe
+
+
+def _encode_masked_image_by_mean(pipe) -> None:
+    """Make the pipeline encode the masked target with the VAE posterior mean.
+
+    diffusers samples the masked image's latents with the FIRST of the per-image generators,
+    so image i would depend on the seed of its batch's first image. With the mean, each image
+    depends only on its own generator (and training conditions on the mean too).
+    """
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint import (
+        retrieve_latents,
+    )
+
+    def encode(image, generator=None):
+        latents = retrieve_latents(pipe.vae.encode(image), sample_mode="argmax")
+        return pipe.vae.config.scaling_factor * latents
+
+    pipe._encode_vae_image = encode
 
 
 def generate(

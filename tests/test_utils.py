@@ -172,3 +172,14 @@ def test_tiny_model_has_the_full_sd2_vocabulary(tiny_model):
     assert components.tokenizer("a photo of sks").input_ids == [49406, 320, 1125, 539, 48136, 49407]
     assert components.tokenizer.pad_token_id == 0
     assert components.unet.config.in_channels == 9
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        ru.atomic_write_json({}, tmp_path / "a.json")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
