@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+import realfill_utils as ru
+
 ROOT = Path(__file__).resolve().parent
 TINY_MODEL = ROOT / "models" / "tiny-sd2-inpainting"
 
@@ -34,9 +36,7 @@ def run(stage: str, cmd: list[str]) -> None:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=ru.HelpFormatter)
     p.add_argument(
         "--scene",
         type=Path,

@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image
 
 from realfill_utils import (
+    HelpFormatter,
     SceneError,
     atomic_path,
     atomic_write_json,
@@ -598,10 +599,6 @@ def build_refill_scene(
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in the help, and the docstring's example commands kept as written."""
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument(

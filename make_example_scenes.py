@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from realfill_utils import SceneError, atomic_path
+from realfill_utils import HelpFormatter, SceneError, atomic_path
 
 SCHEMA_VERSION = 1
 CONVENTIONS = {
@@ -613,10 +613,6 @@ def pixel_note(expected: Path, actual: Path) -> str:
         return " (same pixels, other encoding: a different Pillow/zlib/libjpeg version)"
     changed = np.any(a != b, axis=-1) if a.ndim == 3 else a != b
     return f" ({int(changed.sum())} pixels differ, by up to {int(np.abs(a - b).max())})"
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults, and keep the docstring's example commands on their own lines."""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ Conventions used everywhere:
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import logging
@@ -42,6 +43,14 @@ SETTINGS_FILE = "realfill_settings.json"  # written by train_realfill.py next to
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 logger = logging.getLogger("realfill")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help keeps the docstring's example commands as written and shows the defaults that
+    exist (flags whose default is None show only their help)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
 
 
 class SceneError(ValueError):

@@ -611,9 +611,7 @@ def export(args, lora_models) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=ru.HelpFormatter)
     p.add_argument(
         "--pretrained_model_name_or_path",
         default=ru.BASE_MODEL,

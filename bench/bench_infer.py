@@ -192,7 +192,7 @@ def markdown(report: dict) -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=infer.HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=ru.HelpFormatter)
     p.add_argument("--size", type=int, default=512, help="target side in px (square)")
     p.add_argument(
         "--steps",

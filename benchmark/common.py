@@ -38,7 +38,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python benchmark/psnr.py` puts benchmark/ first, not the root
     sys.path.insert(0, str(ROOT))
 
-from realfill_utils import SceneError, hub_offline, load_image, load_mask  # noqa: E402
+from realfill_utils import (  # noqa: E402
+    HelpFormatter,
+    SceneError,
+    hub_offline,
+    load_image,
+    load_mask,
+)
 
 UNAVAILABLE_EXIT = 3  # exit status of a metric script whose model cannot be loaded here
 EMBED_SIZE = 224  # input size of the DINO / CLIP / DreamSim image encoders
@@ -154,10 +160,6 @@ METRICS: dict[str, MetricSpec] = {
         ),
     )
 }
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """--help keeps the docstring's example commands as written and shows every default."""
 
 
 class MetricUnavailable(RuntimeError):
