@@ -155,6 +155,20 @@ def known_latent_weight(hole: torch.Tensor, latent_size: tuple[int, int]) -> tor
 # ---------------------------------------------------------------------------------------------
 # One training step
 # ---------------------------------------------------------------------------------------------
+def training_models(components: ru.Components, device, weight_dtype) -> dict:
+    """What `training_loss` needs: the three networks, a DDPM noise schedule, device, dtype."""
+    from diffusers import DDPMScheduler
+
+    return {
+        "vae": components.vae,
+        "unet": components.unet,
+        "text_encoder": components.text_encoder,
+        "noise_scheduler": DDPMScheduler.from_config(components.scheduler_config),
+        "device": device,
+        "weight_dtype": weight_dtype,
+    }
+
+
 def training_loss(batch: dict, models: dict, prompt_ids: torch.Tensor, empty_ids: torch.Tensor):
     """Noise-prediction loss of one batch (on the models' device, in their dtype).
 
@@ -381,7 +395,6 @@ def train(args: argparse.Namespace) -> Path:
     """Train LoRA adapters on one scene; return the output folder."""
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
-    from diffusers import DDPMScheduler
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import cast_training_params
     from tqdm.auto import tqdm
@@ -459,19 +472,11 @@ def train(args: argparse.Namespace) -> Path:
         "unet": accelerator.unwrap_model(unet),
         "text_encoder": accelerator.unwrap_model(text_encoder),
     }
-    noise_scheduler = DDPMScheduler.from_config(components.scheduler_config)
     prompt_ids, empty_ids = (
         tokenize(components.tokenizer, args.prompt),
         tokenize(components.tokenizer, ""),
     )
-    models = {
-        "vae": vae,
-        "unet": unet,
-        "text_encoder": text_encoder,
-        "noise_scheduler": noise_scheduler,
-        "device": device,
-        "weight_dtype": weight_dtype,
-    }
+    models = training_models(components, device, weight_dtype)
     sampler = SceneSampler(scene, args.resolution)
 
     step = 0

@@ -43,7 +43,6 @@ def earlier_style_steps(model: str, scene: str, resolution: int, steps: int) -> 
     """Train `steps` steps feeding batches the earlier implementation's way (see module doc)."""
     import numpy as np
     import torch
-    from diffusers import DDPMScheduler
     from PIL import Image
     from torchvision import transforms
 
@@ -83,11 +82,7 @@ def earlier_style_steps(model: str, scene: str, resolution: int, steps: int) -> 
         if p.requires_grad
     ]  # fmt: skip
     optimizer = torch.optim.AdamW(params, lr=2e-4)
-    models = {
-        "vae": components.vae, "unet": components.unet, "text_encoder": components.text_encoder,
-        "noise_scheduler": DDPMScheduler.from_config(components.scheduler_config),
-        "device": torch.device("cpu"), "weight_dtype": torch.float32,
-    }  # fmt: skip
+    models = tr.training_models(components, torch.device("cpu"), torch.float32)
     prompt = tr.tokenize(components.tokenizer, ru.PROMPT)
     empty = tr.tokenize(components.tokenizer, "")
     for _ in range(steps):
@@ -363,7 +358,9 @@ def main() -> None:
     else:
         result = bench_memory()
         text = markdown_memory(result)
-    result["command"] = f"python bench/bench_train.py --part {args.part}"
+    result["command"] = f"python bench/bench_train.py --part {args.part}" + (
+        f" --short {args.short} --long {args.long}" if args.part == "speed" else ""
+    )
     result["cpu_count"] = os.cpu_count()
     ru.atomic_write_json(result, RESULTS / f"train_{args.part}.json")
     (RESULTS / f"train_{args.part}.md").write_text(f"`{result['command']}`\n\n{text}")

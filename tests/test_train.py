@@ -111,13 +111,7 @@ def test_target_unknown_pixels_have_no_effect_on_the_loss(tiny_model, tmp_path):
     scene_a, scene_b = _scene_pair(tmp_path)
     components = ru.load_components(tiny_model)
     ru.add_lora(components.unet, components.text_encoder, 4, 4, 0.1)
-    from diffusers import DDPMScheduler
-
-    models = {
-        "vae": components.vae, "unet": components.unet, "text_encoder": components.text_encoder,
-        "noise_scheduler": DDPMScheduler.from_config(components.scheduler_config),
-        "device": torch.device("cpu"), "weight_dtype": torch.float32,
-    }  # fmt: skip
+    models = tr.training_models(components, torch.device("cpu"), torch.float32)
     prompt = tr.tokenize(components.tokenizer, ru.PROMPT)
     empty = tr.tokenize(components.tokenizer, "")
     losses = []
