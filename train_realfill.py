@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import random
 import shutil
 import sys
@@ -403,6 +404,11 @@ def train(args: argparse.Namespace) -> Path:
     scene = ru.load_scene(args.train_data_dir)
     args.output_dir = ru.check_output_dir(args.output_dir)
     resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
+    requested = args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if requested == "fp16" and not torch.cuda.is_available():
+        raise ru.SceneError(
+            "--mixed_precision fp16 needs a CUDA GPU; on the CPU use --mixed_precision bf16 or no"
+        )
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
@@ -415,10 +421,6 @@ def train(args: argparse.Namespace) -> Path:
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
         accelerator.mixed_precision, torch.float32
     )
-    if weight_dtype == torch.float16 and device.type != "cuda":
-        raise ru.SceneError(
-            "--mixed_precision fp16 needs a CUDA GPU; on the CPU use --mixed_precision bf16 or no"
-        )
     if args.allow_tf32 and device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
