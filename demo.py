@@ -98,7 +98,10 @@ def main(argv=None) -> None:
         "--output_file", str(report), "--metrics", "PSNR", "SSIM", "LPIPS",
         "--ranking_matcher", args.matcher, "--num_images", str(args.num_images),
     ])  # fmt: skip
-    print(f"\nDone. Completions: {results}\nReport: {report} (and {report.with_suffix('.md')})")
+    print(
+        f"\nDone. Completions: {results}\nReport: {report} (and {report.with_suffix('.md')})\n"
+        f"Contact sheet: {out / (report.stem + '_contact_sheets')}/{bench}-{number}-results.jpg"
+    )
 
 
 if __name__ == "__main__":
