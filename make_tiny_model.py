@@ -107,9 +107,10 @@ def build_tiny_model(output_dir: str | Path, seed: int = 0, sample_size: int = 3
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(16, 32),
+        # four blocks, so latents are 1/8 of the image as in SD2: 512 px -> 64x64 latents
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(16, 32, 32, 32),
         layers_per_block=1,
         latent_channels=4,
         norm_num_groups=8,

@@ -175,7 +175,7 @@ def test_accelerate_launch_run_exports_a_lora_a_stock_pipeline_loads(tiny_model,
         torch.manual_seed(0)
         return np.asarray(
             ru.generate(pipe, scene_data.target, scene_data.fill_mask, [0], resolution=32,
-                        num_inference_steps=2, multiple=4)[0], dtype=np.int16
+                        num_inference_steps=2, multiple=16)[0], dtype=np.int16
         )  # fmt: skip
 
     base = sample()
