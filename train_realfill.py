@@ -444,7 +444,9 @@ def train(args: argparse.Namespace) -> Path:
         enable_xformers(unet, device)
     if args.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-        text_encoder.gradient_checkpointing_enable()
+        # transformers 5 renamed it; the old name still works but warns
+        enable = getattr(text_encoder, "activation_checkpointing_enable", None)
+        (enable or text_encoder.gradient_checkpointing_enable)()
 
     param_groups = [
         {

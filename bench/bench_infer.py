@@ -9,12 +9,10 @@ Each configuration runs in its own child process (its peak RSS is its own; it pa
 imports), one after the other. Results go to bench/results/infer_<device>_<size>px_<steps>steps
 .json and .md.
 
-The tiny model's VAE downsamples by 2, not 8: at 512 px its latents are 256x256, 16 times the
-attention tokens of SD2 at 512 px; the "earlier" configuration alone was still running after
-25 minutes on this project's shared 2-core machine. `--size 128` gives the tiny model
-SD2-at-512's latent size (64x64).
+The tiny model's VAE downsamples by 8, as SD2's: at 512 px its latents are 64x64, as SD2's.
+`--size 128 --steps 40` is a quicker check.
 
-    python bench/bench_infer.py --size 128           # DDPM 200 vs 200 vs DPM++ 25, CPU
+    python bench/bench_infer.py                      # 512 px: DDPM 200 vs 200 vs DPM++ 25
     python bench/bench_infer.py --size 64 --steps 8 --fast_steps 2   # quick check
     python bench/bench_infer.py --device cuda        # 512 px, the batching gain on a GPU
 """

@@ -190,6 +190,16 @@ def test_accelerate_launch_run_exports_a_lora_a_stock_pipeline_loads(tiny_model,
     assert merged_error < 0.1 * np.abs(with_lora - base).mean()
 
 
+def test_bf16_8bit_adam_and_checkpointing_keep_lora_in_fp32(tiny_model, tmp_path):
+    scene = make_scene(tmp_path / "scene")
+    out = tmp_path / "out"
+    run(train_cmd(tiny_model, scene, out, "--max_train_steps", "2", "--mixed_precision", "bf16",
+                  "--use_8bit_adam", "--gradient_checkpointing"))  # fmt: skip
+    weights = _lora(out)
+    assert weights and all(v.dtype == torch.float32 for v in weights.values())
+    assert all(torch.isfinite(v).all() for v in weights.values())
+
+
 def _lora(path):
     return load_file(Path(path) / ru.LORA_FILE)
 
