@@ -140,10 +140,6 @@ class Scene:
     gt: Image.Image | None = None
     ignored: list[Path] = field(default_factory=list)
 
-    @property
-    def known_mask(self) -> np.ndarray:
-        return ~self.fill_mask
-
 
 def check_mask(fill_mask: np.ndarray, mask_path: Path, target_size: tuple[int, int]) -> None:
     """Raise SceneError unless the mask matches the target size and has fill and known pixels."""

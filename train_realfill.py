@@ -218,13 +218,18 @@ def training_loss(batch: dict, models: dict, prompt_ids: torch.Tensor, empty_ids
 # ---------------------------------------------------------------------------------------------
 # Checkpoints: everything needed to continue exactly, written atomically
 # ---------------------------------------------------------------------------------------------
-def trainable_state(models) -> dict[str, torch.Tensor]:
+def trainable_params(models) -> dict[str, torch.nn.Parameter]:
+    """The LoRA parameters of {prefix: model}, named "<prefix>.<parameter name>"."""
     return {
-        f"{prefix}.{name}": param.detach().cpu().clone()
+        f"{prefix}.{name}": param
         for prefix, model in models.items()
         for name, param in model.named_parameters()
         if param.requires_grad
     }
+
+
+def trainable_state(models) -> dict[str, torch.Tensor]:
+    return {name: param.detach().cpu().clone() for name, param in trainable_params(models).items()}
 
 
 def rng_state() -> dict:
@@ -296,12 +301,7 @@ def load_checkpoint(accelerator, path: Path, lora_models, optimizer, scheduler) 
             f"{path} was written by {state['num_processes']} process(es), this run has "
             f"{accelerator.num_processes}: resume with the same number of processes"
         )
-    params = {
-        f"{prefix}.{name}": param
-        for prefix, model in lora_models.items()
-        for name, param in model.named_parameters()
-        if param.requires_grad
-    }
+    params = trainable_params(lora_models)
     if params.keys() != state["lora"].keys():
         raise ru.SceneError(
             f"{path} holds LoRA weights of another shape (different --lora_rank or base model): "
