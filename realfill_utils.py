@@ -40,6 +40,10 @@ NUM_IMAGES = 16  # completions per scene, as the paper reports
 LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' standard LoRA file name
 SETTINGS_FILE = "realfill_settings.json"  # written by train_realfill.py next to the LoRA
 
+# The offline default base model: a small SD2-inpainting-shaped pipeline trained by
+# make_toy_model.py and committed, so the whole method runs on a CPU without any download.
+TOY_MODEL = Path(__file__).resolve().parent / "models" / "toy-sd2-inpainting"
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 logger = logging.getLogger("realfill")
