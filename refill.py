@@ -112,12 +112,13 @@ def infer_command(args, scene_dir: Path, model_dir: Path, results_dir: Path) -> 
     return command + shlex.split(args.infer_args)
 
 
-def run_logged(command: list[str], log: Path) -> None:
-    """Run a script with this Python, its output into `log`; raise StageFailed with its tail."""
+def run_logged(command: list[str], log: Path, **popen) -> None:
+    """Run a script with this Python, its output into `log`; raise StageFailed with its tail.
+    `popen`: more subprocess arguments (run_realbench.py passes its scene lock with pass_fds)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:
         code = subprocess.run(
-            [sys.executable, *command], stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, *command], stdout=out, stderr=subprocess.STDOUT, **popen
         ).returncode  # the caller's working directory: relative paths mean what they meant
     if code:
         tail = log.read_text(errors="replace").strip().splitlines()[-LOG_TAIL:]
