@@ -1,0 +1,981 @@
+"""RealBench in one command: every scene trained, completed, ranked, (optionally ReFilled) and
+measured, resumably, with the paper's table beside ours at the end.
+
+RealBench is the archive linked from the RealFill project page (https://realfill.github.io):
+33 scenes, RealBench/<N>/ref/*, RealBench/<N>/target/{target,mask,gt}.png. Unpack it and pass
+the folder that holds RealBench/ (or the RealBench folder itself). Every scene is validated
+before any work starts.
+
+Per scene, each stage runs the project's own script and is recorded in
+<output_dir>/runs/<scene>/state.json when it has finished; a re-run skips finished stages, so a
+killed run loses at most the stage in progress (an interrupted training resumes from its last
+checkpoint). Subcommands:
+
+  run     set up (or resume) the run and do every scene: one at a time, or one per GPU
+  scene   do one scene (what each SLURM array task calls; --index = $SLURM_ARRAY_TASK_ID)
+  status  print the per-scene table (done / running / failed with the reason), at any time
+  slurm   set up the run and write a SLURM job-array script, one array task per scene
+  report  gather: benchmarks.py over the finished scenes, and the paper's table beside ours
+
+  # one machine, four GPUs, the paper's recipe (64 completions, seed selection, LoFTR ranking)
+  python run_realbench.py run --realbench_dir realfill_data_release_full \\
+      --output_dir runs/realbench --gpus 0,1,2,3 --mixed_precision fp16 \\
+      --train_args "--use_8bit_adam --gradient_checkpointing" --loftr_weights loftr_outdoor.ckpt
+  python run_realbench.py status --output_dir runs/realbench     # from another shell
+  python run_realbench.py run --output_dir runs/realbench --gpus 0,1,2,3   # resume
+
+  # a cluster: one array task per scene, then the gather step
+  python run_realbench.py slurm --realbench_dir /shared/realfill_data_release_full \\
+      --output_dir /shared/runs/realbench --partition gpu --time 12:00:00
+  sbatch /shared/runs/realbench/slurm/realbench.sbatch
+  python run_realbench.py report --output_dir /shared/runs/realbench
+
+Recipe flags are stored in <output_dir>/realbench_run.json when the run is set up; later
+commands read them from there, and refuse a flag that differs (use a new --output_dir).
+See docs/realbench.md for the layout, the state file and the expected GPU-hours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import json
+import math
+import os
+import queue
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import loftr_ranking as lr
+import realfill_utils as ru
+import refill
+from benchmark.common import METRICS
+
+ROOT = Path(__file__).resolve().parent
+SCRIPT = Path(__file__).resolve()
+BENCHMARKS_SCRIPT = ROOT / "benchmarks.py"
+RANKING_SCRIPT = ROOT / "loftr_ranking.py"
+SCHEMA_VERSION = 1  # of realbench_run.json and runs/<scene>/state.json
+CONFIG_FILE = "realbench_run.json"
+STATE_FILE = "state.json"
+LOCK_FILE = ".lock"
+PAPER_SCENES = 33  # RealBench as published: 23 outpainting + 10 inpainting scenes
+WHERE = (
+    "RealBench is the archive linked from the RealFill project page (https://realfill.github.io); "
+    "unpack it and pass the folder holding RealBench/<N>/ref and RealBench/<N>/target"
+)
+DATASETS = {"RealBench": "realbench_dir", "Custom": "custom_dir"}  # dataset -> flag
+EXIT_FAILED, EXIT_INPUT, EXIT_BUSY = 1, 2, 3  # exit status of `scene` (0 = done)
+DROP_REPORTED = 0.75  # the paper's seed-selection row drops the lowest-ranked 75%
+
+# The recipe: one home for what every scene is run with. Defaults are the paper's.
+DEFAULTS = {
+    "pretrained_model_name_or_path": ru.BASE_MODEL,
+    "resolution": ru.RESOLUTION,
+    "train_batch_size": 16,  # the paper
+    "max_train_steps": 2000,  # the paper
+    "seed": 0,  # training seed; completion i gets seed + i
+    "mixed_precision": None,  # None: the scripts' own default (fp32 unless accelerate says)
+    "num_images": 64,  # completions per scene before seed selection (the paper's protocol)
+    "num_inference_steps": ru.NUM_INFERENCE_STEPS,
+    "scheduler": ru.SCHEDULER,
+    "matcher": "loftr",  # the paper ranks by LoFTR correspondences; sift needs no weights
+    "loftr_weights": None,  # None: $REALFILL_LOFTR_WEIGHTS or kornia's cached checkpoint
+    "refill": False,  # also run the ReFill round (refill.py's stages) and benchmark it
+    "target_count": refill.TARGET_COUNT,
+    "metrics": list(METRICS),
+    "train_args": "",
+    "infer_args": "",
+    "scenes": None,  # None: every scene found
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenes: discovery and validation, all before any work
+# ---------------------------------------------------------------------------------------------
+def find_scenes(dataset: str, folder: Path) -> tuple[Path, list[dict]]:
+    """(dataset folder, scenes) of <folder>/<dataset>/<N> or <folder>/<N>, numerically sorted."""
+    base = folder / dataset if (folder / dataset).is_dir() else folder
+    where = WHERE if dataset == "RealBench" else "Custom scenes use the RealBench layout"
+    if not base.is_dir():
+        raise ru.SceneError(f"{folder}: folder not found (--{DATASETS[dataset]}). {where}")
+    numbered = sorted(
+        (p for p in base.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)
+    )
+    if not numbered:
+        raise ru.SceneError(
+            f"{base}: no scene folders <N>/ (with ref/ and target/) in it (--{DATASETS[dataset]})."
+            f" {where}"
+        )
+    return base.resolve(), [
+        {"name": f"{dataset}-{p.name}", "dataset": dataset, "scene_dir": str(p.resolve())}
+        for p in numbered
+    ]
+
+
+def scene_problem(scene_dir: Path) -> str | None:
+    """Why a scene cannot be benchmarked, or None."""
+    try:
+        scene = ru.load_scene(scene_dir)
+    except ru.SceneError as err:
+        return str(err)
+    if scene.gt is None:
+        return (
+            f"{scene_dir / 'target' / 'gt.png'}: missing; the benchmark compares every "
+            "completion with the ground truth (RealBench ships one per scene)"
+        )
+    return None
+
+
+def scene_fingerprint(scene_dir: Path) -> str:
+    """sha256 over the scene's reference and target files: a changed scene is a new scene."""
+    digest = hashlib.sha256()
+    refs, _ = ru.list_images(scene_dir / "ref")
+    targets = [scene_dir / "target" / n for n in ("target.png", "mask.png", "gt.png")]
+    for path in refs + [p for p in targets if p.is_file()]:
+        digest.update(f"{path.relative_to(scene_dir)}\0".encode())
+        digest.update(lr.file_sha256(path).encode())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# The run's configuration: scenes in array order + recipe, written once
+# ---------------------------------------------------------------------------------------------
+def normalise(key: str, value):
+    """The stored form of a recipe value (absolute paths, split argument strings)."""
+    if key in ("pretrained_model_name_or_path", "loftr_weights") and value:
+        local = Path(value).expanduser()
+        return str(local.resolve()) if local.exists() else str(value)
+    if key in ("train_args", "infer_args"):
+        return shlex.join(shlex.split(value or ""))
+    return value
+
+
+def read_config(output_dir: Path) -> dict:
+    path = output_dir / CONFIG_FILE
+    if not path.is_file():
+        raise ru.SceneError(
+            f"{path}: not found; set the run up first with `run_realbench.py run` or `slurm` "
+            "(with --realbench_dir)"
+        )
+    try:
+        config = json.loads(path.read_text())
+    except ValueError as err:
+        raise ru.SceneError(f"{path}: unreadable ({err})") from None
+    if config.get("schema_version") != SCHEMA_VERSION:
+        raise ru.SceneError(f"{path}: schema_version {config.get('schema_version')!r} unknown")
+    return config
+
+
+def set_up(args: argparse.Namespace) -> dict:
+    """Create or check the run's configuration; validate every scene. Returns the config.
+
+    A recipe flag given now that differs from the stored recipe is refused: finished stages
+    were made with the stored one and must not be mixed with new ones."""
+    output_dir = args.output_dir.resolve()
+    given = {k: normalise(k, getattr(args, k)) for k in DEFAULTS if hasattr(args, k)}
+    folders = {d: getattr(args, flag, None) for d, flag in DATASETS.items()}
+    old = read_config(output_dir) if (output_dir / CONFIG_FILE).is_file() else None
+    if old:
+        changed = [
+            f"--{k}: {old['recipe'][k]!r} -> {v!r}"
+            for k, v in given.items()
+            if old["recipe"][k] != v
+        ]
+        changed += [
+            f"--{DATASETS[d]}: {old['datasets'][d]} -> {f.resolve()}"
+            for d, f in folders.items()
+            if f is not None and old["datasets"][d] != str(find_scenes(d, f.resolve())[0])
+        ]
+        if changed:
+            raise ru.SceneError(
+                f"{output_dir} was set up with another recipe ({'; '.join(changed)}); its "
+                "finished stages would be mixed with new ones: use a new --output_dir, or drop "
+                "these flags to continue with the stored recipe"
+            )
+        folders = {d: Path(f) if f else None for d, f in old["datasets"].items()}
+        recipe = old["recipe"]
+    else:
+        if not any(folders.values()):
+            raise ru.SceneError(f"pass --realbench_dir (and/or --custom_dir). {WHERE}")
+        recipe = DEFAULTS | given
+    if recipe["num_images"] < 1 or recipe["max_train_steps"] < 1:
+        raise ru.SceneError("--num_images and --max_train_steps must be at least 1")
+    unknown = [m for m in recipe["metrics"] if m not in METRICS]
+    if unknown:
+        raise ru.SceneError(f"unknown metrics {unknown}: choose from {', '.join(METRICS)}")
+
+    scenes, datasets = [], {d: None for d in DATASETS}
+    for dataset in DATASETS:  # RealBench first, then Custom: the array order
+        folder = folders.get(dataset)
+        if folder is not None:
+            base, found = find_scenes(dataset, folder.expanduser().resolve())
+            datasets[dataset] = str(base)
+            scenes += found
+    if recipe["scenes"]:
+        names = [s["name"] for s in scenes]
+        missing = [n for n in recipe["scenes"] if n not in names]
+        if missing:
+            raise ru.SceneError(f"--scenes {' '.join(missing)}: not found; there are {names}")
+        scenes = [s for s in scenes if s["name"] in recipe["scenes"]]
+    if old and [s["name"] for s in scenes] != [s["name"] for s in old["scenes"]]:
+        then, now_ = {s["name"] for s in old["scenes"]}, {s["name"] for s in scenes}
+        raise ru.SceneError(
+            f"the dataset folders now hold other scenes than when {output_dir} was set up "
+            f"(gone: {sorted(then - now_) or 'none'}; new: {sorted(now_ - then) or 'none'}): "
+            "restore them, or use a new --output_dir"
+        )
+
+    print(f"checking {len(scenes)} scenes ...", flush=True)
+    problems = [f"{s['name']}: {p}" for s in scenes if (p := scene_problem(Path(s["scene_dir"])))]
+    if problems:
+        raise ru.SceneError(
+            f"{len(problems)} of {len(scenes)} scenes cannot be used; nothing was started:\n  "
+            + "\n  ".join(problems)
+            + f"\nFix them (a damaged RealBench can be unpacked again: {WHERE}) and run again."
+        )
+    realbench = sum(s["dataset"] == "RealBench" for s in scenes)
+    if datasets["RealBench"] and realbench != PAPER_SCENES:
+        print(
+            f"note: this run has {realbench} RealBench scenes, the paper's numbers average "
+            f"all {PAPER_SCENES}: the comparison is only indicative",
+            flush=True,
+        )
+    ru.resolve_model_path(recipe["pretrained_model_name_or_path"])  # fail now, not per scene
+    if "rank" in stage_names(recipe) and recipe["matcher"] == "loftr":
+        recipe["loftr_weights"] = lr.resolve_loftr_weights(recipe["loftr_weights"], "outdoor")
+    if old:
+        return old
+    config = {
+        "schema_version": SCHEMA_VERSION,
+        "created": now(),
+        "datasets": datasets,
+        "scenes": scenes,
+        "recipe": recipe,
+    }
+    ru.check_output_dir(output_dir)
+    ru.atomic_write_json(config, output_dir / CONFIG_FILE)
+    return config
+
+
+def pick_scene(config: dict, index: int | None, name: str | None) -> tuple[int, dict]:
+    names = [s["name"] for s in config["scenes"]]
+    if name is not None:
+        if name not in names:
+            raise ru.SceneError(f"--scene {name}: not in this run; its scenes are {names}")
+        index = names.index(name)
+    if index is None or not 0 <= index < len(names):
+        raise ru.SceneError(
+            f"--index {index}: this run has {len(names)} scenes, indices 0-{len(names) - 1}"
+        )
+    return index, config["scenes"][index]
+
+
+# ---------------------------------------------------------------------------------------------
+# One scene: its stages, its state file and its lock
+# ---------------------------------------------------------------------------------------------
+def say(text: str, stream=None) -> None:
+    """One line in one write: lines of scenes running side by side never interleave."""
+    stream = stream or sys.stdout
+    stream.write(text + "\n")
+    stream.flush()
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def stage_names(recipe: dict) -> list[str]:
+    refill_stages = ["refill_select", "refill_train", "refill_infer", "refill_rank"]
+    return ["train", "infer", "rank"] + (refill_stages if recipe["refill"] else []) + ["benchmarks"]
+
+
+@dataclass
+class Stage:
+    """One step of a scene: a project script run with this Python, then checked."""
+
+    name: str
+    command: list[str]  # script path + arguments
+    check: Callable[[], dict | None]  # raises StageFailed; returns extra record fields
+    inputs: list[str] = field(default_factory=list)  # what else defines it (content hashes)
+    before: Callable[[], None] | None = None
+
+    @property
+    def settings(self) -> list[str]:
+        return self.command[1:] + self.inputs  # the arguments, not the script's path
+
+
+class SceneState(refill.State):
+    """runs/<scene>/state.json: refill.py's stage records (a stage is recorded only once it
+    has finished and been checked; other settings are refused), plus what is running now and
+    why the last attempt failed."""
+
+    def start(self, stage: str, later: list[str]) -> None:
+        for name in later:  # a redone stage makes everything after it stale
+            self.data["stages"].pop(name, None)
+        self.data.pop("failed", None)
+        self.data["running"] = {
+            "stage": stage,
+            "started": now(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        }
+        ru.atomic_write_json(self.data, self.path)
+
+    def finish(self, stage: str, settings: list, **record) -> None:
+        self.data.pop("running", None)
+        super().finish(stage, settings, finished=now(), **record)
+
+    def fail(self, stage: str, error: str, log: Path | None) -> None:
+        self.data.pop("running", None)
+        self.data["failed"] = {"stage": stage, "error": error, "log": str(log), "at": now()}
+        ru.atomic_write_json(self.data, self.path)
+
+
+class SceneLock:
+    """An exclusive flock on runs/<scene>/.lock while the scene runs. Stage scripts inherit
+    it, so a stage orphaned by a killed runner still holds it and no second runner can start
+    the same scene (a SLURM task and a local run, say) until that stage ends."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self, wait_s: float = 2.0) -> bool:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        deadline = time.monotonic() + wait_s  # `status` takes the lock for an instant
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(self.fd)
+                    self.fd = None
+                    return False
+                time.sleep(0.1)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    @staticmethod
+    def held(path: Path) -> bool:
+        """Whether some process holds the lock now (False if there is no lock file)."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+
+def rank_command(recipe: dict, results: Path, scene_dir: Path, *selection: str) -> list[str]:
+    """loftr_ranking.py against the ORIGINAL references (as benchmarks.py ranks)."""
+    command = [
+        str(RANKING_SCRIPT), "--source-dir", str(results), "--ref-dir", str(scene_dir / "ref"),
+        "--mask", str(scene_dir / "target" / "mask.png"), "--matcher", recipe["matcher"],
+        *(selection or ["--rank-only"]),
+    ]  # fmt: skip
+    if recipe["matcher"] == "loftr" and recipe["loftr_weights"]:
+        command += ["--loftr-weights", recipe["loftr_weights"]]
+    return command
+
+
+def benchmark_command(config: dict, results_view: Path, output_file: Path, out: Path) -> list:
+    recipe = config["recipe"]
+    command = [str(BENCHMARKS_SCRIPT), "--results_base_dir", str(results_view)]
+    for dataset, folder in config["datasets"].items():
+        if folder:
+            command += [f"--{dataset.lower()}_dataset_dir", folder]
+    return command + [
+        "--cache_dir", str(out / "benchmark_cache"), "--output_file", str(output_file),
+        "--num_images", str(recipe["num_images"]), "--ranking_matcher", recipe["matcher"],
+        "--metrics", *recipe["metrics"],
+    ]  # fmt: skip
+
+
+def make_view(view: Path, folders: list[Path]) -> None:
+    """A folder of links to `folders`: what benchmarks.py should see, and nothing else."""
+    with ru.atomic_path(view, is_dir=True) as tmp:
+        for folder in folders:
+            (tmp / folder.name).symlink_to(folder, target_is_directory=True)
+
+
+def check_completions(results: Path, num_images: int) -> dict:
+    refill.completions(results, num_images)
+    if not (results / "completions.json").is_file():
+        raise refill.StageFailed(f"infer.py finished without writing {results}/completions.json")
+    return {}
+
+
+def check_ranking(path: Path) -> dict:
+    try:
+        ranking = json.loads(path.read_text())
+        scored = [c for c in ranking["candidates"] if c["error"] is None]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise refill.StageFailed(f"{path}: no readable ranking ({err})") from None
+    return {"ranked": len(scored), "best": scored[0]["image"] if scored else None}
+
+
+def check_selection(scene_dir: Path) -> dict:
+    try:
+        return {"chosen": json.loads((scene_dir / lr.SELECTION_FILE).read_text())["chosen"]}
+    except (OSError, ValueError, KeyError) as err:
+        raise refill.StageFailed(f"{scene_dir}: no readable ReFill selection ({err})") from None
+
+
+def check_benchmarks(scores: Path, folders: list[Path], config: dict) -> dict:
+    """The scene's scores are all there and no metric failed; returns its means."""
+    try:
+        data = json.loads(scores.read_text())
+    except (OSError, ValueError) as err:
+        raise refill.StageFailed(f"{scores}: unreadable ({err})") from None
+    statuses = {m: v["status"] for m, v in data["metrics"].items()}
+    bad = [f"{m}: {s}" for m, s in statuses.items() if s.startswith(("failed", "timed out"))]
+    if bad:
+        raise refill.StageFailed("; ".join(bad))
+    for folder in folders:
+        if sum(r["folder"] == folder.name for r in data["scores"]) < config["recipe"]["num_images"]:
+            raise refill.StageFailed(f"benchmarks.py did not score {folder.name}; see the log")
+    means = {
+        variant: {m: nan_to_none(v) for m, v in table["means"][0.0].items()}
+        for (_, variant), table in selection_means(data["scores"], list(statuses)).items()
+    }
+    return {"metrics": statuses, "means": means}
+
+
+def nan_to_none(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else value
+
+
+def plan(config: dict, scene: dict, out: Path) -> list[Stage]:
+    """The scene's stages, in order, with the commands a user would type."""
+    recipe, name = config["recipe"], scene["name"]
+    scene_dir = Path(scene["scene_dir"])
+    problem = scene_problem(scene_dir)
+    if problem:
+        raise ru.SceneError(problem)
+    args = argparse.Namespace(**recipe)  # the fields refill.train_command / infer_command read
+    where = refill.Layout(out, name)
+    n = recipe["num_images"]
+    ranking = lr.SCORES_FILE
+    stages = [
+        Stage("train", refill.train_command(args, scene_dir, where.model),
+              lambda: refill.check_model(where.model),
+              inputs=[f"scene sha256 {scene_fingerprint(scene_dir)}"]),
+        Stage("infer", refill.infer_command(args, scene_dir, where.model, where.results),
+              lambda: check_completions(where.results, n)),
+        Stage("rank", rank_command(recipe, where.results, scene_dir),
+              lambda: check_ranking(where.results / ranking)),
+    ]  # fmt: skip
+    folders = [where.results]
+    if recipe["refill"]:
+        selection = ["--target-count", str(recipe["target_count"]),
+                     "--output-scene-dir", str(where.scene)]  # fmt: skip
+        stages += [
+            Stage("refill_select", rank_command(recipe, where.results, scene_dir, *selection),
+                  lambda: check_selection(where.scene)),
+            Stage("refill_train", refill.train_command(args, where.scene, where.model_refill),
+                  lambda: refill.check_model(where.model_refill)),
+            Stage("refill_infer",
+                  refill.infer_command(args, where.scene, where.model_refill, where.results_refill),
+                  lambda: check_completions(where.results_refill, n)),
+            Stage("refill_rank", rank_command(recipe, where.results_refill, scene_dir),
+                  lambda: check_ranking(where.results_refill / ranking)),
+        ]  # fmt: skip
+        folders.append(where.results_refill)
+    bench = out / "runs" / name / "benchmark"
+    stages.append(
+        Stage(
+            "benchmarks",
+            benchmark_command(config, bench / "results", bench / "report.txt", out),
+            lambda: check_benchmarks(bench / "report_scores.json", folders, config),
+            before=lambda: make_view(bench / "results", folders),
+        )
+    )
+    assert [s.name for s in stages] == stage_names(recipe)
+    return stages
+
+
+def run_scene(out: Path, config: dict, index: int) -> int:
+    """Run (or resume) one scene's stages; returns the exit status (0 = every stage done)."""
+    scene = config["scenes"][index]
+    name = scene["name"]
+    run_dir = out / "runs" / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = SceneLock(run_dir / LOCK_FILE)
+    if not lock.acquire():
+        say(f"[{name}] another process is running this scene; not started", sys.stderr)
+        return EXIT_BUSY
+    try:
+        state = SceneState(run_dir / STATE_FILE, Path(scene["scene_dir"]))
+        state.data["scene"] = name
+        stage, log = "setup", None
+        try:
+            stages = plan(config, scene, out)
+            redo = False
+            for number, item in enumerate(stages, 1):
+                stage, log = item.name, run_dir / "logs" / f"{item.name}.log"
+                tag = f"[{name}] {number}/{len(stages)} {stage}"
+                if not redo and state.done(stage, item.settings) is not None:
+                    say(f"{tag}: done earlier, skipped")
+                    continue
+                redo = True  # everything after a redone stage is redone too
+                state.start(stage, later=[s.name for s in stages[number - 1 :]])
+                say(f"{tag} ...")
+                started, start = now(), time.perf_counter()
+                if item.before:
+                    item.before()
+                refill.run_logged(item.command, log, pass_fds=(lock.fd,))
+                record = item.check() or {}
+                seconds = round(time.perf_counter() - start, 1)
+                state.finish(
+                    stage, item.settings, seconds=seconds, started=started, log=str(log),
+                    command=shlex.join([sys.executable, *item.command]),
+                    host=socket.gethostname(), gpu=os.environ.get("CUDA_VISIBLE_DEVICES"),
+                    **record,
+                )  # fmt: skip
+                say(f"{tag}: done in {seconds} s")
+        except (refill.StageFailed, ru.SceneError) as err:
+            state.fail(stage, str(err), log)
+            say(f"[{name}] FAILED at {stage}: {err}", sys.stderr)
+            return EXIT_FAILED if isinstance(err, refill.StageFailed) else EXIT_INPUT
+        except KeyboardInterrupt:
+            say(f"[{name}] interrupted at {stage}; run again to resume", sys.stderr)
+            return 130
+        say(f"[{name}] done")
+        return 0
+    finally:
+        lock.release()
+
+
+# ---------------------------------------------------------------------------------------------
+# Status
+# ---------------------------------------------------------------------------------------------
+def read_state(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def scene_status(out: Path, config: dict, scene: dict) -> dict:
+    """{"status": done|running|failed|stopped|pending, "stage", "done", "hours", "detail"}."""
+    run_dir = out / "runs" / scene["name"]
+    state = read_state(run_dir / STATE_FILE)
+    stages = stage_names(config["recipe"])
+    records = state.get("stages", {})
+    finished = [s for s in stages if s in records]
+    hours = sum(r.get("seconds", 0) for r in records.values()) / 3600
+    row = {"status": "pending", "stage": "-", "done": len(finished), "hours": hours, "detail": ""}
+    if SceneLock.held(run_dir / LOCK_FILE):
+        running = state.get("running", {})
+        next_stage = stages[min(len(finished), len(stages) - 1)]
+        row |= {"status": "running", "stage": running.get("stage", next_stage)}
+        if running:
+            row["detail"] = (
+                f"since {running['started'][11:16]} UTC on {running['host']} "
+                f"(pid {running['pid']}, GPU {running.get('gpu') or '-'})"
+            )
+    elif "failed" in state:
+        failed = state["failed"]
+        lines = [line.strip() for line in failed["error"].splitlines() if line.strip()]
+        row |= {"status": "failed", "stage": failed["stage"], "detail": lines[-1] if lines else ""}
+    elif len(finished) == len(stages):
+        means = records["benchmarks"].get("means", {})
+        base = means.get("base", {})
+        row |= {"status": "done", "detail": "  ".join(
+            f"{m} {fmt_value(v, m)}" for m, v in list(base.items())[:3])}  # fmt: skip
+    elif "running" in state or finished:
+        at = state.get("running", {}).get("stage") or stages[len(finished)]
+        row |= {"status": "stopped", "stage": at, "detail": "killed or interrupted; run again"}
+    return row
+
+
+def fmt_value(value, metric: str) -> str:
+    from benchmark.report import fmt
+
+    return fmt(math.nan if value is None else value, metric)
+
+
+def status_table(out: Path, config: dict) -> tuple[str, dict[str, dict]]:
+    from benchmark.report import render_text
+
+    rows = {s["name"]: scene_status(out, config, s) for s in config["scenes"]}
+    total = len(stage_names(config["recipe"]))
+    table = [
+        [name, r["status"], r["stage"], f"{r['done']}/{total}", f"{r['hours']:.2f}", r["detail"]]
+        for name, r in rows.items()
+    ]
+    head = ["scene", "status", "stage", "stages", "hours", "detail"]
+    counts: dict[str, int] = {}
+    for r in rows.values():
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    order = ("done", "running", "failed", "stopped", "pending")
+    hours = sum(r["hours"] for r in rows.values())
+    summary = (
+        ", ".join(f"{counts[s]} {s}" for s in order if s in counts)
+        + f"; {hours:.2f} h of finished stages"
+        + " (GPU-hours where each scene had one GPU)"
+    )
+    return render_text([("table", head, table)]) + summary, rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Every scene on one machine: one at a time, or one per GPU
+# ---------------------------------------------------------------------------------------------
+def scene_command(out: Path, index: str) -> list[str]:
+    """The per-scene command; SLURM array tasks run it with index = $SLURM_ARRAY_TASK_ID."""
+    return [sys.executable, str(SCRIPT), "scene", "--output_dir", str(out), "--index", index]
+
+
+def run_all(out: Path, config: dict, gpus: list[str | None]) -> dict[str, int]:
+    """Run every scene's command, one per device in `gpus` at a time; name -> exit status."""
+    devices: queue.Queue = queue.Queue()
+    for device in gpus:
+        devices.put(device)
+    threads_each = max(1, (os.cpu_count() or 1) // len(gpus))
+    codes: dict[str, int] = {}
+    procs: set[subprocess.Popen] = set()
+    lock = threading.Lock()
+
+    def one(index: int) -> None:
+        name = config["scenes"][index]["name"]
+        device = devices.get()
+        try:
+            env = dict(os.environ)
+            if device is not None:
+                env["CUDA_VISIBLE_DEVICES"] = device  # "" = no GPU (--gpus cpu)
+            if len(gpus) > 1 and "OMP_NUM_THREADS" not in os.environ:
+                env["OMP_NUM_THREADS"] = str(threads_each)  # share the CPU cores
+            where = "the CPU" if device == "" else f"GPU {device}" if device else "default device"
+            say(f"[{name}] starting on {where}")
+            proc = subprocess.Popen(scene_command(out, str(index)), env=env)
+            with lock:
+                procs.add(proc)
+            codes[name] = proc.wait()
+            with lock:
+                procs.discard(proc)
+        finally:
+            devices.put(device)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(config["scenes"]))]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    except KeyboardInterrupt:
+        with lock:
+            for proc in procs:
+                proc.terminate()  # each scene runner stops its stage; the state says where
+        raise
+    return codes
+
+
+def parse_gpus(text: str | None) -> list[str | None]:
+    if text is None:
+        return [None]  # one scene at a time, on whatever device the scripts pick
+    if text == "cpu":
+        return [""]
+    gpus = [g.strip() for g in text.split(",") if g.strip()]
+    if not gpus:
+        raise ru.SceneError(f"--gpus {text!r}: give GPU ids such as 0,1,2,3, or cpu")
+    return gpus
+
+
+# ---------------------------------------------------------------------------------------------
+# SLURM
+# ---------------------------------------------------------------------------------------------
+def report_command(out: Path) -> list[str]:
+    return [sys.executable, str(SCRIPT), "report", "--output_dir", str(out)]
+
+
+def slurm_script(out: Path, config: dict, args: argparse.Namespace) -> str:
+    """An sbatch job-array script: task i runs the per-scene command for scene i."""
+    n = len(config["scenes"])
+    array = f"0-{n - 1}" + (f"%{args.max_parallel}" if args.max_parallel else "")
+    options = [f"--job-name={args.job_name}", f"--array={array}", f"--gres={args.gres}"]
+    options += [f"--partition={args.partition}"] if args.partition else []
+    options += [f"--time={args.time}"] if args.time else []
+    options += [f"--cpus-per-task={args.cpus_per_task}"] if args.cpus_per_task else []
+    options += list(args.sbatch_option)
+    options.append(f"--output={out / 'slurm' / 'logs' / '%A_%a.out'}")
+    per_scene = shlex.join(scene_command(out, "")[:-1]) + ' "$SLURM_ARRAY_TASK_ID"'
+    status = shlex.join([sys.executable, str(SCRIPT), "status", "--output_dir", str(out)])
+    scenes = "\n".join(f"#   {i}: {s['name']}" for i, s in enumerate(config["scenes"]))
+    return "\n".join(
+        [
+            "#!/bin/bash",
+            f"# RealBench with RealFill: one array task per scene ({n} scenes), written by",
+            "# run_realbench.py slurm. A task that stops (time limit, node failure) resumes",
+            "# where it stopped when submitted again, e.g. sbatch --array=3,7 <this file>.",
+            f"# Progress: {status}",
+            f"# Gather:   {shlex.join(report_command(out))}",
+            "# Array index -> scene:",
+            scenes,
+            *[f"#SBATCH {o}" for o in options],
+            "set -euo pipefail",
+            f"exec {per_scene}",
+            "",
+        ]
+    )
+
+
+def write_slurm(out: Path, config: dict, args: argparse.Namespace) -> Path:
+    path = out / "slurm" / "realbench.sbatch"
+    (out / "slurm" / "logs").mkdir(parents=True, exist_ok=True)  # sbatch does not create it
+    with ru.atomic_path(path) as tmp:
+        tmp.write_text(slurm_script(out, config, args))
+        tmp.chmod(0o755)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Report: benchmarks.py over the finished scenes, and the paper's table beside ours
+# ---------------------------------------------------------------------------------------------
+def selection_means(rows: list[dict], metrics: list[str], drops=(0.0, DROP_REPORTED)) -> dict:
+    """{(dataset, variant): {"scenes": n, "means": {drop: {metric: mean over scenes}}}} from
+    benchmarks.py's per-image score rows; the lowest-ranked `drop` of each scene is dropped."""
+    from benchmark.suite import seed_selection
+
+    folders: dict[tuple, list[dict]] = {}
+    for row in rows:
+        folders.setdefault((row["dataset"], row["variant"], row["folder"]), []).append(row)
+    out: dict = {}
+    for (dataset, variant, _), images in sorted(folders.items()):
+        ranked = all(r["rank"] is not None for r in images)
+        order = [r["image"] for r in sorted(images, key=lambda r: (r["rank"] or 0, r["image"]))]
+        group = out.setdefault(
+            (dataset, variant), {"scenes": 0, "means": {d: {m: [] for m in metrics} for d in drops}}
+        )
+        group["scenes"] += 1
+        for m in metrics:
+            scores = {r["image"]: r[m] for r in images if r.get(m) is not None}
+            complete = len(scores) == len(images)
+            by_drop = seed_selection(scores, order, drops) if complete else {}
+            for d in drops:
+                usable = complete and (ranked or d == 0.0)
+                group["means"][d][m].append(by_drop[d] if usable else math.nan)
+    for group in out.values():
+        for per_metric in group["means"].values():
+            for m, values in per_metric.items():
+                per_metric[m] = (
+                    math.nan if any(map(math.isnan, values)) else sum(values) / len(values)
+                )
+    return out
+
+
+def table_blocks(config: dict, scores: dict, report_file: Path, statuses: dict) -> list:
+    """The paper's RealBench rows beside this run's, as benchmark.report blocks."""
+    from benchmark.report import PAPER_METRICS, PAPER_ROWS, fmt, header
+
+    recipe = config["recipe"]
+    metrics = [m for m in PAPER_METRICS if m in recipe["metrics"]]
+    means = selection_means(scores["scores"], metrics)
+    done = sum(r["status"] == "done" for r in statuses.values())
+    realbench = [s for s in config["scenes"] if s["dataset"] == "RealBench"]
+    head = ["method", "source", "scenes"] + [header(m) for m in metrics]
+    rows = [
+        [name, "paper (quoted)", str(PAPER_SCENES)]
+        + [fmt(v, m) for v, m in zip(values, PAPER_METRICS, strict=True) if m in metrics]
+        for name, values in PAPER_ROWS
+    ]
+    custom = []
+    for (dataset, variant), group in means.items():
+        label = "RealFill" if variant == "base" else "ReFill" if variant == "refill" else variant
+        for drop in (0.0, DROP_REPORTED):
+            title = f"seed selection drop {drop:.0%}" if drop else "all completions"
+            row = [f"{label}, {title}", "this run", str(group["scenes"])]
+            row += [fmt(group["means"][drop][m], m) for m in metrics]
+            (rows if dataset == "RealBench" else custom).append(row)
+    unavailable = {
+        m: v["status"] for m, v in scores["metrics"].items() if v["status"] != "ok" and m in metrics
+    }
+    notes = [
+        f"{done} of the run's {len(config['scenes'])} scenes are done ({len(realbench)} of them "
+        f"RealBench); the paper averages all {PAPER_SCENES} RealBench scenes.",
+        "Recipe: base {pretrained_model_name_or_path}; {max_train_steps} steps, batch "
+        "{train_batch_size}, {resolution} px; {num_images} completions per scene, {scheduler} "
+        "{num_inference_steps} steps; ranking by {matcher}.".format(**recipe),
+        "Seed selection: each scene's completions ranked by correspondences with the "
+        "references; the lowest-ranked share is dropped, the rest averaged.",
+    ]
+    notes += [f"{m}: {status}" for m, status in unavailable.items()]
+    hours = sum(r["hours"] for r in statuses.values())
+    notes.append(f"Recorded stage time: {hours:.2f} h. Full report: {report_file}")
+    blocks = [("h", "RealBench: this run beside the paper"), ("table", head, rows)]
+    if custom:
+        blocks += [("h2", "Custom scenes (no paper numbers)"), ("table", head, custom)]
+    return blocks + [("list", notes)]
+
+
+def write_report(out: Path, config: dict) -> tuple[Path, str]:
+    """Benchmark every finished scene (scores come from the per-scene runs' cache) and write
+    report/realbench_report.md; returns its path and the text version."""
+    from benchmark.report import render_markdown, render_text
+
+    _, statuses = status_table(out, config)
+    done = [s for s in config["scenes"] if statuses[s["name"]]["status"] == "done"]
+    if not done:
+        raise ru.SceneError(f"no scene of {out} has finished yet: nothing to report (see status)")
+    report_dir = out / "report"
+    folders = []
+    for scene in done:
+        where = refill.Layout(out, scene["name"])
+        folders += [where.results] + ([where.results_refill] if config["recipe"]["refill"] else [])
+    make_view(report_dir / "results", folders)
+    report_file = report_dir / "benchmark_report.txt"
+    command = benchmark_command(config, report_dir / "results", report_file, out)
+    refill.run_logged(command, report_dir / "benchmarks.log")
+    scores = json.loads((report_dir / "benchmark_report_scores.json").read_text())
+    blocks = table_blocks(config, scores, report_file, statuses)
+    path = report_dir / "realbench_report.md"
+    with ru.atomic_path(path) as tmp:
+        tmp.write_text(render_markdown(blocks))
+    return path, render_text(blocks)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+def add_recipe_flags(p: argparse.ArgumentParser) -> None:
+    """Recipe flags: absent unless given (argparse.SUPPRESS), so a resume can tell them apart."""
+    s = argparse.SUPPRESS
+
+    def flag(name: str, help: str, **kwargs) -> None:
+        default = DEFAULTS[name]
+        shown = " ".join(default) if isinstance(default, list) else default
+        shown = "" if default is None else f" (default: {shown})"  # None: the help says it
+        p.add_argument(f"--{name}", default=s, help=help + shown, **kwargs)
+
+    p.add_argument("--realbench_dir", type=Path, default=None, help=f"{WHERE}")
+    p.add_argument("--custom_dir", type=Path, default=None, help="Custom/<N>/... scenes, too")
+    flag("scenes", "only these scenes, e.g. RealBench-1 Custom-2; default: all", nargs="+")
+    flag("pretrained_model_name_or_path", "SD2-inpainting base: hub id or local folder")
+    flag("resolution", "training and sampling resolution", type=int)
+    flag("train_batch_size", "samples per training step", type=int)
+    flag("max_train_steps", "training steps per scene", type=int)
+    flag("seed", "training seed; completion i gets seed + i", type=int)
+    flag("mixed_precision", "for both scripts; default: their own", choices=["no", "fp16", "bf16"])
+    flag("num_images", "completions per scene, before seed selection", type=int)
+    flag("num_inference_steps", "sampling steps", type=int)
+    flag("scheduler", "sampler", choices=list(ru.SCHEDULERS))
+    flag("matcher", "seed-selection ranking; sift needs no weights", choices=lr.MATCHERS)
+    flag("loftr_weights", f"LoFTR checkpoint; default: ${lr.WEIGHTS_ENV} or kornia's cache")
+    flag("refill", "also run and benchmark ReFill", action=argparse.BooleanOptionalAction)
+    flag("target_count", "ReFill: references in the second round", type=int)
+    flag("metrics", f"benchmark metrics, of {' '.join(METRICS)}", nargs="+")
+    flag("train_args", "more train_realfill.py flags, one string")
+    flag("infer_args", "more infer.py flags, one string")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=ru.HelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, formatter_class=ru.HelpFormatter)
+        p.add_argument("--output_dir", type=Path, required=True, help="the run's folder")
+        return p
+
+    p = command("run", "set up or resume the run and do every scene, then the report")
+    p.add_argument(
+        "--gpus",
+        default=None,
+        help="GPU ids, one scene per GPU at a time (e.g. 0,1,2,3); 'cpu' = no GPU; "
+        "default: one scene at a time on the device the scripts pick",
+    )
+    add_recipe_flags(p)
+    p = command("scene", "do one scene (the per-scene command of the SLURM array)")
+    p.add_argument("--index", type=int, default=None, help="0-based, e.g. $SLURM_ARRAY_TASK_ID")
+    p.add_argument("--scene", default=None, help="or the scene's name, e.g. RealBench-7")
+    command("status", "print the per-scene status table")
+    p = command("slurm", "set up the run and write a SLURM job-array script")
+    add_recipe_flags(p)
+    p.add_argument("--partition", default=None, help="#SBATCH --partition")
+    p.add_argument("--time", default=None, help="#SBATCH --time per scene, e.g. 12:00:00")
+    p.add_argument("--gres", default="gpu:1", help="#SBATCH --gres: one GPU per scene")
+    p.add_argument("--cpus_per_task", type=int, default=None, help="#SBATCH --cpus-per-task")
+    p.add_argument("--max_parallel", type=int, default=None, help="array throttle (%%N)")
+    p.add_argument("--job_name", default="realbench", help="#SBATCH --job-name")
+    p.add_argument(
+        "--sbatch_option",
+        action="append",
+        default=[],
+        help="another #SBATCH line, repeatable, e.g. --sbatch_option=--mem=64G",
+    )
+    command("report", "benchmark the finished scenes; write the paper's table beside ours")
+    return parser.parse_args(argv)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM (kill, scancel) stops like Ctrl-C: stages are killed
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out = args.output_dir.resolve()
+    try:
+        if args.command == "scene":
+            config = read_config(out)
+            index, _ = pick_scene(config, args.index, args.scene)
+            return run_scene(out, config, index)
+        if args.command == "status":
+            print(status_table(out, read_config(out))[0])
+            return 0
+        if args.command == "report":
+            path, text = write_report(out, read_config(out))
+            print(f"{text}\nwritten to {path}")
+            return 0
+        gpus = parse_gpus(args.gpus) if args.command == "run" else None
+        config = set_up(args)
+        if args.command == "slurm":
+            path = write_slurm(out, config, args)
+            gather = shlex.join(report_command(out))
+            print(
+                f"wrote {path} ({len(config['scenes'])} array tasks)\n"
+                f"submit:  sbatch {path}\nprogress: {sys.executable} {SCRIPT} status "
+                f"--output_dir {out}\ngather:  {gather}\n"
+                f"or chain: sbatch --dependency=afterany:<job id> --wrap {shlex.quote(gather)}"
+            )
+            return 0
+        codes = run_all(out, config, gpus)
+        table, statuses = status_table(out, config)
+        print(f"\n{table}")
+        if any(s["status"] == "done" for s in statuses.values()):
+            path, text = write_report(out, config)
+            print(f"\n{text}\nwritten to {path}")
+        return 0 if all(code == 0 for code in codes.values()) else EXIT_FAILED
+    except ru.SceneError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INPUT
+    except refill.StageFailed as err:
+        print(f"error: the report's benchmarks.py failed: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _interrupt)
+    sys.exit(main())

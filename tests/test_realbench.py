@@ -1,0 +1,259 @@
+"""run_realbench.py: two example scenes end to end on the tiny model (the SLURM script's per-scene
+command killed mid-scene and resumed by `run`; a scene that fails while the other completes,
+then fixed), and fast checks of validation, refused recipe changes, the scene lock and the
+seed-selection means."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, make_scene
+from PIL import Image
+
+import realfill_utils as ru
+import run_realbench as rb
+from benchmark.suite import discover
+
+QUIET_TRAINING = "--report_to none --validation_steps 0 --checkpointing_steps 0 --lr_warmup_steps 0"
+
+
+def recipe(model: Path) -> list[str]:
+    return ["--pretrained_model_name_or_path", str(model), "--resolution", "64",
+            "--train_batch_size", "2", "--max_train_steps", "4", "--num_images", "2",
+            "--num_inference_steps", "2", "--matcher", "sift", "--metrics", "PSNR", "SSIM",
+            "--train_args", QUIET_TRAINING]  # fmt: skip
+
+
+def state(out: Path, scene: str) -> dict:
+    return rb.read_state(out / "runs" / scene / rb.STATE_FILE)
+
+
+def statuses(out: Path) -> dict[str, dict]:
+    return rb.status_table(out, rb.read_config(out))[1]
+
+
+def runner(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(rb.SCRIPT), "run", "--output_dir", str(out), *extra]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def bench_run(tiny_model, tmp_path_factory):
+    """The whole story on one output folder, with what was seen at each step:
+    1. `slurm` sets the run up (RealBench-1 and Custom-2, copies of data/Custom/1 and 2);
+    2. the script's per-scene command runs task 0 and is killed (process group, SIGKILL)
+       while RealBench-1 is in its infer stage;
+    3. `run --gpus 0,1` resumes RealBench-1 and fails Custom-2 (its results folder is blocked
+       by a file), 4. the file is removed and `run` completes Custom-2."""
+    root = tmp_path_factory.mktemp("realbench")
+    data, out = root / "data", root / "run"
+    shutil.copytree(ROOT / "data" / "Custom" / "1", data / "RealBench" / "1")
+    shutil.copytree(ROOT / "data" / "Custom" / "2", data / "Custom" / "2")
+    seen: dict = {}
+    setup = ["--realbench_dir", str(data), "--custom_dir", str(data), "--output_dir", str(out)]
+    assert rb.main(["slurm", *setup, *recipe(tiny_model), "--partition", "gpu"]) == 0
+    script = out / "slurm" / "realbench.sbatch"
+    blocker = out / "results" / "Custom-2-results"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("a file where infer.py wants its folder")
+
+    with open(root / "task0.log", "w") as log:
+        task = subprocess.Popen(
+            ["bash", str(script)],
+            env=dict(os.environ, SLURM_ARRAY_TASK_ID="0"),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the kill takes every stage too
+        )
+        deadline = time.monotonic() + 120
+        while state(out, "RealBench-1").get("running", {}).get("stage") != "infer":
+            assert task.poll() is None and time.monotonic() < deadline, "never reached infer"
+            time.sleep(0.2)
+        seen["while_running"] = statuses(out)
+        time.sleep(1.0)  # infer.py is under way
+        os.killpg(task.pid, signal.SIGKILL)
+        task.wait()
+    lock = out / "runs" / "RealBench-1" / rb.LOCK_FILE
+    deadline = time.monotonic() + 10
+    while rb.SceneLock.held(lock):  # until the killed infer.py, which shares it, is gone
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    seen["task0_log"] = (root / "task0.log").read_text()
+    seen["after_kill"] = statuses(out)
+    seen["state_after_kill"] = state(out, "RealBench-1")
+    lora = out / "models" / "RealBench-1-model" / ru.LORA_FILE
+    seen["lora_mtime_after_kill"] = lora.stat().st_mtime_ns
+
+    seen["run1"] = runner(out, "--gpus", "0,1")
+    seen["after_run1"] = statuses(out)
+    seen["report1"] = (out / "report" / "realbench_report.md").read_text()
+    seen["lora_mtime_after_run1"] = lora.stat().st_mtime_ns
+    seen["custom_train_after_run1"] = state(out, "Custom-2")["stages"]["train"]
+
+    blocker.unlink()
+    seen["run2"] = runner(out)
+    seen["after_run2"] = statuses(out)
+    return out, data, script, seen
+
+
+def test_slurm_script_runs_one_scene_per_array_task(bench_run):
+    out, _, script, seen = bench_run
+    text = script.read_text()
+    assert "#SBATCH --array=0-1\n" in text  # one task per scene
+    assert "#SBATCH --gres=gpu:1" in text and "#SBATCH --partition=gpu" in text
+    assert f"#SBATCH --output={out}/slurm/logs/%A_%a.out" in text
+    assert (out / "slurm" / "logs").is_dir()  # sbatch does not create it
+    command = f'run_realbench.py scene --output_dir {out} --index "$SLURM_ARRAY_TASK_ID"'
+    assert f"exec {sys.executable} {rb.SCRIPT.parent}/{command}" in text
+    assert f"run_realbench.py report --output_dir {out}" in text  # the gather command
+    assert "#   0: RealBench-1\n#   1: Custom-2" in text
+    # Run locally with SLURM_ARRAY_TASK_ID=0, that command did scene 0's training.
+    assert "[RealBench-1] 1/4 train: done in" in seen["task0_log"]
+    assert "Custom-2" not in seen["task0_log"]
+
+
+def test_killed_scene_resumes_without_redoing_finished_stages(bench_run):
+    out, _, _, seen = bench_run
+    assert seen["while_running"]["RealBench-1"]["status"] == "running"
+    assert seen["while_running"]["RealBench-1"]["stage"] == "infer"
+    assert seen["after_kill"]["RealBench-1"] | {"hours": 0} == {
+        "status": "stopped",
+        "stage": "infer",
+        "done": 1,
+        "hours": 0,
+        "detail": "killed or interrupted; run again",
+    }
+    before = seen["state_after_kill"]["stages"]
+    assert list(before) == ["train"]
+    after = state(out, "RealBench-1")["stages"]
+    assert after["train"] == before["train"]  # the record of the finished stage is untouched
+    assert seen["lora_mtime_after_run1"] == seen["lora_mtime_after_kill"]  # and not retrained
+    assert "[RealBench-1] 1/4 train: done earlier, skipped" in seen["run1"].stdout
+    assert after["infer"]["started"] >= seen["state_after_kill"]["running"]["started"]
+    assert sorted(after) == ["benchmarks", "infer", "rank", "train"]
+
+
+def test_a_failing_scene_is_reported_and_the_others_complete(bench_run):
+    out, _, _, seen = bench_run
+    run1 = seen["run1"]
+    assert run1.returncode == 1, run1.stdout + run1.stderr
+    assert seen["after_run1"]["RealBench-1"]["status"] == "done"
+    failed = seen["after_run1"]["Custom-2"]
+    assert failed["status"] == "failed" and failed["stage"] == "infer"
+    assert "Custom-2-results" in failed["detail"]  # the reason, from infer.py's own message
+    assert "FAILED at infer" in run1.stderr
+    table = rb.status_table(out, rb.read_config(out))[0]
+    assert "RealBench-1  done" in table
+    # The report covers the finished scene only.
+    assert "RealFill, all completions" in seen["report1"]
+    assert "Custom scenes" not in seen["report1"]
+
+    # Fixed and run again: Custom-2 continues at infer; its training is not redone.
+    run2 = seen["run2"]
+    assert run2.returncode == 0, run2.stdout + run2.stderr
+    assert "[Custom-2] 1/4 train: done earlier, skipped" in run2.stdout
+    assert state(out, "Custom-2")["stages"]["train"] == seen["custom_train_after_run1"]
+    assert "[RealBench-1] 4/4 benchmarks: done earlier, skipped" in run2.stdout
+    assert {r["status"] for r in seen["after_run2"].values()} == {"done"}
+    assert "failed" not in state(out, "Custom-2")
+
+
+def test_outputs_are_what_benchmarks_py_discovers_and_the_report_has_both_tables(bench_run):
+    out, data, _, _ = bench_run
+    for name in ("RealBench-1", "Custom-2"):
+        assert (out / "models" / f"{name}-model" / ru.LORA_FILE).is_file()
+        results = out / "results" / f"{name}-results"
+        assert {"0.png", "1.png", "completions.json", "loftr_ranking_scores.json"} <= {
+            p.name for p in results.iterdir()
+        }
+    folders, skipped = discover(
+        out / "results", {"RealBench": data / "RealBench", "Custom": data / "Custom"}, 2
+    )
+    assert [f.name for f in folders] == ["Custom-2-results", "RealBench-1-results"]
+    assert not skipped
+
+    report = (out / "report" / "realbench_report.md").read_text()
+    assert "| RealFill (paper) | paper (quoted) | 33 | 14.78 | 0.424 |" in report
+    assert "| RealFill, seed selection drop 75% | paper (quoted) | 33 | 15.10 | 0.427 |" in report
+    ours = [line for line in report.splitlines() if "| this run |" in line]
+    assert len(ours) == 4  # RealBench and Custom: all completions, and drop 75%
+    scores = json.loads((out / "report" / "benchmark_report_scores.json").read_text())
+    psnr = [r["PSNR"] for r in scores["scores"] if r["folder"] == "RealBench-1-results"]
+    assert f"| RealFill, all completions | this run | 1 | {sum(psnr) / 2:.2f} |" in report
+    for name in ("RealBench-1", "Custom-2"):
+        means = state(out, name)["stages"]["benchmarks"]["means"]["base"]
+        assert set(means) == {"PSNR", "SSIM"} and all(math.isfinite(v) for v in means.values())
+
+
+def test_a_recipe_change_is_refused_and_a_busy_scene_is_not_run_twice(bench_run, capsys):
+    out, _, _, _ = bench_run
+    config = (out / rb.CONFIG_FILE).read_text()
+    assert rb.main(["run", "--output_dir", str(out), "--max_train_steps", "5"]) == rb.EXIT_INPUT
+    err = capsys.readouterr().err
+    assert "--max_train_steps: 4 -> 5" in err and "new --output_dir" in err
+    assert (out / rb.CONFIG_FILE).read_text() == config
+
+    lock = rb.SceneLock(out / "runs" / "Custom-2" / rb.LOCK_FILE)
+    assert lock.acquire()
+    try:
+        assert statuses(out)["Custom-2"]["status"] == "running"
+        assert rb.main(["scene", "--output_dir", str(out), "--scene", "Custom-2"]) == rb.EXIT_BUSY
+    finally:
+        lock.release()
+    assert rb.main(["scene", "--output_dir", str(out), "--index", "1"]) == 0  # all done: skips
+    assert capsys.readouterr().out.count("done earlier, skipped") == 4
+    assert rb.main(["scene", "--output_dir", str(out), "--index", "2"]) == rb.EXIT_INPUT
+
+
+# ---------------------------------------------------------------------------------------------
+# Fast checks, no model
+# ---------------------------------------------------------------------------------------------
+def test_every_scene_is_validated_before_anything_starts(tmp_path, capsys):
+    data = tmp_path / "RealBench"
+    make_scene(data / "1")
+    bad_mask = make_scene(data / "2")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(bad_mask / "target" / "mask.png")
+    no_gt = make_scene(data / "10")
+    (no_gt / "target" / "gt.png").unlink()
+    out = tmp_path / "run"
+    argv = ["run", "--realbench_dir", str(tmp_path), "--output_dir", str(out), "--matcher", "sift"]
+    assert rb.main(argv) == rb.EXIT_INPUT
+    err = capsys.readouterr().err
+    assert "2 of 3 scenes cannot be used; nothing was started" in err
+    assert "RealBench-2: " in err and "masks must match the target size" in err
+    assert "RealBench-10: " in err and "gt.png: missing" in err
+    assert "https://realfill.github.io" in err
+    assert not out.exists()
+
+    assert rb.main(["run", "--realbench_dir", str(tmp_path / "nowhere"), "--output_dir", str(out)])
+    assert "RealFill project page (https://realfill.github.io)" in capsys.readouterr().err
+
+
+def test_seed_selection_means_keep_the_top_ranked_per_scene():
+    def rows(folder: str, values: list[float], ranks: list[int | None]) -> list[dict]:
+        return [
+            {"dataset": "RealBench", "variant": "base", "folder": folder, "image": f"{i}.png",
+             "rank": rank, "PSNR": value}
+            for i, (value, rank) in enumerate(zip(values, ranks, strict=True))
+        ]  # fmt: skip
+
+    a = rows("RealBench-1-results", [10.0, 20.0, 30.0, 40.0], [4, 3, 2, 1])
+    b = rows("RealBench-2-results", [12.0, 14.0, 16.0, 18.0], [1, 2, 3, 4])
+    means = rb.selection_means(a + b, ["PSNR"])[("RealBench", "base")]
+    assert means["scenes"] == 2
+    assert means["means"][0.0]["PSNR"] == pytest.approx((25.0 + 15.0) / 2)
+    assert means["means"][0.75]["PSNR"] == pytest.approx((40.0 + 12.0) / 2)  # each scene's best
+    unranked = rows("RealBench-3-results", [1.0, 2.0], [None, None])
+    means = rb.selection_means(a + unranked, ["PSNR"])[("RealBench", "base")]
+    assert means["means"][0.0]["PSNR"] == pytest.approx((25.0 + 1.5) / 2)
+    assert math.isnan(means["means"][0.75]["PSNR"])  # no ranking: no seed selection
