@@ -648,36 +648,40 @@ def scene_command(out: Path, index: str) -> list[str]:
 
 
 def run_all(out: Path, config: dict, gpus: list[str | None]) -> dict[str, int]:
-    """Run every scene's command, one per device in `gpus` at a time; name -> exit status."""
-    devices: queue.Queue = queue.Queue()
-    for device in gpus:
-        devices.put(device)
+    """Run every scene's command, one scene per device in `gpus` at a time; returns
+    name -> exit status. Ctrl-C or SIGTERM stops the running scenes and starts no more."""
+    todo: queue.SimpleQueue = queue.SimpleQueue()
+    for index in range(len(config["scenes"])):
+        todo.put(index)
     threads_each = max(1, (os.cpu_count() or 1) // len(gpus))
     codes: dict[str, int] = {}
     procs: set[subprocess.Popen] = set()
-    lock = threading.Lock()
+    lock, stop = threading.Lock(), threading.Event()
 
-    def one(index: int) -> None:
-        name = config["scenes"][index]["name"]
-        device = devices.get()
-        try:
-            env = dict(os.environ)
-            if device is not None:
-                env["CUDA_VISIBLE_DEVICES"] = device  # "" = no GPU (--gpus cpu)
-            if len(gpus) > 1 and "OMP_NUM_THREADS" not in os.environ:
-                env["OMP_NUM_THREADS"] = str(threads_each)  # share the CPU cores
-            where = "the CPU" if device == "" else f"GPU {device}" if device else "default device"
-            say(f"[{name}] starting on {where}")
-            proc = subprocess.Popen(scene_command(out, str(index)), env=env)
+    def worker(device: str | None) -> None:
+        env = dict(os.environ)
+        if device is not None:
+            env["CUDA_VISIBLE_DEVICES"] = device  # "" = no GPU (--gpus cpu)
+        if len(gpus) > 1 and "OMP_NUM_THREADS" not in os.environ:
+            env["OMP_NUM_THREADS"] = str(threads_each)  # share the CPU cores
+        where = "the CPU" if device == "" else f"GPU {device}" if device else "default device"
+        while True:
+            try:
+                index = todo.get_nowait()
+            except queue.Empty:
+                return
+            name = config["scenes"][index]["name"]
             with lock:
+                if stop.is_set():
+                    return
+                say(f"[{name}] starting on {where}")
+                proc = subprocess.Popen(scene_command(out, str(index)), env=env)
                 procs.add(proc)
             codes[name] = proc.wait()
             with lock:
                 procs.discard(proc)
-        finally:
-            devices.put(device)
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(config["scenes"]))]
+    threads = [threading.Thread(target=worker, args=(device,)) for device in gpus]
     try:
         for thread in threads:
             thread.start()
@@ -685,6 +689,7 @@ def run_all(out: Path, config: dict, gpus: list[str | None]) -> dict[str, int]:
             thread.join()
     except KeyboardInterrupt:
         with lock:
+            stop.set()
             for proc in procs:
                 proc.terminate()  # each scene runner stops its stage; the state says where
         raise

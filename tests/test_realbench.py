@@ -257,3 +257,24 @@ def test_seed_selection_means_keep_the_top_ranked_per_scene():
     means = rb.selection_means(a + unranked, ["PSNR"])[("RealBench", "base")]
     assert means["means"][0.0]["PSNR"] == pytest.approx((25.0 + 1.5) / 2)
     assert math.isnan(means["means"][0.75]["PSNR"])  # no ranking: no seed selection
+
+
+def test_sigterm_stops_the_running_scene_and_starts_no_other(tiny_model, tmp_path):
+    for number in (1, 2):
+        make_scene(tmp_path / "data" / "RealBench" / str(number))
+    out = tmp_path / "run"
+    command = [sys.executable, str(rb.SCRIPT), "run", "--realbench_dir", str(tmp_path / "data"),
+               "--output_dir", str(out), *recipe(tiny_model)]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while "running" not in state(out, "RealBench-1"):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    proc.terminate()  # SIGTERM to the runner alone, as `kill <pid>` sends it
+    output = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 130, output
+    assert "run the same command again to resume" in output
+    rows = statuses(out)
+    assert rows["RealBench-1"]["status"] == "stopped" and rows["RealBench-1"]["stage"] == "train"
+    assert rows["RealBench-2"]["status"] == "pending"
+    assert "RealBench-2" not in output
