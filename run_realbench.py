@@ -60,6 +60,8 @@ import loftr_ranking as lr
 import realfill_utils as ru
 import refill
 from benchmark.common import METRICS
+from benchmark.report import PAPER_METRICS, PAPER_ROWS, fmt, header, render_markdown, render_text
+from benchmark.suite import seed_selection
 
 ROOT = Path(__file__).resolve().parent
 SCRIPT = Path(__file__).resolve()
@@ -600,25 +602,16 @@ def scene_status(out: Path, config: dict, scene: dict) -> dict:
         lines = [line.strip() for line in failed["error"].splitlines() if line.strip()]
         row |= {"status": "failed", "stage": failed["stage"], "detail": lines[-1] if lines else ""}
     elif len(finished) == len(stages):
-        means = records["benchmarks"].get("means", {})
-        base = means.get("base", {})
-        row |= {"status": "done", "detail": "  ".join(
-            f"{m} {fmt_value(v, m)}" for m, v in list(base.items())[:3])}  # fmt: skip
+        base = records["benchmarks"].get("means", {}).get("base", {})
+        shown = [m for m in config["recipe"]["metrics"] if base.get(m) is not None][:3]
+        row |= {"status": "done", "detail": "  ".join(f"{m} {fmt(base[m], m)}" for m in shown)}
     elif "running" in state or finished:
         at = state.get("running", {}).get("stage") or stages[len(finished)]
         row |= {"status": "stopped", "stage": at, "detail": "killed or interrupted; run again"}
     return row
 
 
-def fmt_value(value, metric: str) -> str:
-    from benchmark.report import fmt
-
-    return fmt(math.nan if value is None else value, metric)
-
-
 def status_table(out: Path, config: dict) -> tuple[str, dict[str, dict]]:
-    from benchmark.report import render_text
-
     rows = {s["name"]: scene_status(out, config, s) for s in config["scenes"]}
     total = len(stage_names(config["recipe"]))
     table = [
@@ -760,8 +753,6 @@ def write_slurm(out: Path, config: dict, args: argparse.Namespace) -> Path:
 def selection_means(rows: list[dict], metrics: list[str], drops=(0.0, DROP_REPORTED)) -> dict:
     """{(dataset, variant): {"scenes": n, "means": {drop: {metric: mean over scenes}}}} from
     benchmarks.py's per-image score rows; the lowest-ranked `drop` of each scene is dropped."""
-    from benchmark.suite import seed_selection
-
     folders: dict[tuple, list[dict]] = {}
     for row in rows:
         folders.setdefault((row["dataset"], row["variant"], row["folder"]), []).append(row)
@@ -791,8 +782,6 @@ def selection_means(rows: list[dict], metrics: list[str], drops=(0.0, DROP_REPOR
 
 def table_blocks(config: dict, scores: dict, report_file: Path, statuses: dict) -> list:
     """The paper's RealBench rows beside this run's, as benchmark.report blocks."""
-    from benchmark.report import PAPER_METRICS, PAPER_ROWS, fmt, header
-
     recipe = config["recipe"]
     metrics = [m for m in PAPER_METRICS if m in recipe["metrics"]]
     means = selection_means(scores["scores"], metrics)
@@ -836,8 +825,6 @@ def table_blocks(config: dict, scores: dict, report_file: Path, statuses: dict) 
 def write_report(out: Path, config: dict) -> tuple[Path, str]:
     """Benchmark every finished scene (scores come from the per-scene runs' cache) and write
     report/realbench_report.md; returns its path and the text version."""
-    from benchmark.report import render_markdown, render_text
-
     _, statuses = status_table(out, config)
     done = [s for s in config["scenes"] if statuses[s["name"]]["status"] == "done"]
     if not done:
