@@ -224,6 +224,12 @@ def set_up(args: argparse.Namespace) -> dict:
             base, found = find_scenes(dataset, folder.expanduser().resolve())
             datasets[dataset] = str(base)
             scenes += found
+    for folder in filter(None, datasets.values()):
+        if lr.overlaps(output_dir, Path(folder)):
+            raise ru.SceneError(
+                f"--output_dir {output_dir} overlaps the dataset {folder}: the dataset is only "
+                "read, so put the run somewhere else"
+            )
     if recipe["scenes"]:
         names = [s["name"] for s in scenes]
         missing = [n for n in recipe["scenes"] if n not in names]
@@ -254,7 +260,7 @@ def set_up(args: argparse.Namespace) -> dict:
             flush=True,
         )
     ru.resolve_model_path(recipe["pretrained_model_name_or_path"])  # fail now, not per scene
-    if "rank" in stage_names(recipe) and recipe["matcher"] == "loftr":
+    if recipe["matcher"] == "loftr":
         recipe["loftr_weights"] = lr.resolve_loftr_weights(recipe["loftr_weights"], "outdoor")
     if old:
         return old
