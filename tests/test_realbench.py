@@ -44,7 +44,7 @@ def statuses(out: Path) -> dict[str, dict]:
 
 def runner(out: Path, *extra: str) -> subprocess.CompletedProcess:
     command = [sys.executable, str(rb.SCRIPT), "run", "--output_dir", str(out), *extra]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+    return subprocess.run(command, capture_output=True, text=True, timeout=1800)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def bench_run(tiny_model, tmp_path_factory):
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: the kill takes every stage too
         )
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 600  # a safety net; a busy machine is slow
         while state(out, "RealBench-1").get("running", {}).get("stage") != "infer":
             assert task.poll() is None and time.monotonic() < deadline, "never reached infer"
             time.sleep(0.2)
@@ -84,7 +84,7 @@ def bench_run(tiny_model, tmp_path_factory):
         os.killpg(task.pid, signal.SIGKILL)
         task.wait()
     lock = out / "runs" / "RealBench-1" / rb.LOCK_FILE
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while rb.SceneLock.held(lock):  # until the killed infer.py, which shares it, is gone
         assert time.monotonic() < deadline
         time.sleep(0.1)
@@ -266,12 +266,12 @@ def test_sigterm_stops_the_running_scene_and_starts_no_other(tiny_model, tmp_pat
     command = [sys.executable, str(rb.SCRIPT), "run", "--realbench_dir", str(tmp_path / "data"),
                "--output_dir", str(out), *recipe(tiny_model)]  # fmt: skip
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 600
     while "running" not in state(out, "RealBench-1"):
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.1)
     proc.terminate()  # SIGTERM to the runner alone, as `kill <pid>` sends it
-    output = proc.communicate(timeout=30)[0]
+    output = proc.communicate(timeout=120)[0]
     assert proc.returncode == 130, output
     assert "run the same command again to resume" in output
     rows = statuses(out)
