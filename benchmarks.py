@@ -107,6 +107,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.metrics = [m for m in dict.fromkeys(args.metrics) if m in METRICS]
+    # The metric processes run from the repository root: relative paths must not reach them.
+    for name in ("results_base_dir", "realbench_dataset_dir", "custom_dataset_dir", "cache_dir"):
+        if getattr(args, name) is not None:
+            setattr(args, name, getattr(args, name).resolve())
+    args.output_file = args.output_file.resolve()
     return args
 
 

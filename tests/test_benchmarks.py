@@ -263,3 +263,20 @@ def test_a_result_of_another_size_is_resized_and_reported(bench_tree, monkeypatc
     rows = json.loads((bench_tree / "report" / "r_scores.json").read_text())["scores"]
     flagged = [(r["folder"], r["image"]) for r in rows if r["resized"]]
     assert flagged == [(folders[1].name, image.name)]
+
+
+def test_relative_paths_work_from_any_folder(bench_tree, tmp_path, monkeypatch):
+    # the metric processes run from the repository root; relative paths given from elsewhere
+    # must still reach them
+    script = tmp_path / "fake_ranker.py"
+    script.write_text(FAKE_RANKER)
+    monkeypatch.setenv("REALFILL_RANKING_SCRIPT", str(script))
+    monkeypatch.chdir(bench_tree)
+    argv = ["--results_base_dir", "results", "--realbench_dataset_dir", "data",
+            "--cache_dir", "cache", "--output_file", "report/rel.txt", "--metrics", "PSNR",
+            "--num_images", str(N_IMAGES), "--ranking_matcher", "sift"]  # fmt: skip
+    args = benchmarks.parse_args(argv)
+    assert args.results_base_dir.is_absolute() and args.output_file.is_absolute()
+    outputs = benchmarks.run(args, progress=False)
+    rows = json.loads(outputs["per-image scores (JSON)"].read_text())["scores"]
+    assert len(rows) == 3 * N_IMAGES and all(r["PSNR"] and r["PSNR"] > 0 for r in rows)
