@@ -83,6 +83,13 @@ def scene_runs(scene: Path, args, out: Path) -> dict:
     for variant, (model_path, scheduler, steps) in jobs.items():
         print(f"== {name}: {variant} ({scheduler}, {steps} steps)", flush=True)
         folder = results / f"{name}-results-{variant}"
+        done = folder / "completions.json"
+        if done.is_file():  # a finished run with the same settings is reused (resumable bench)
+            record = json.loads(done.read_text())
+            same = (record["scheduler"], record["num_inference_steps"], len(record["images"]))
+            if same == (scheduler, steps, args.num_images):
+                records[variant] = record
+                continue
         run(base + [
             "infer.py", "--model_path", model_path, "--output_dir", folder,
             "--validation_image", target / "target.png",
@@ -106,7 +113,8 @@ def score(out: Path, args) -> dict:
     rows = json.loads((out / "report_scores.json").read_text())["scores"]
     by_folder: dict = {}
     for row in rows:
-        key = (f"{row['dataset']}-{row['scene']}", row["variant"] or "")
+        variant = "" if row["variant"] == "base" else row["variant"]  # the report's name for ""
+        key = (f"{row['dataset']}-{row['scene']}", variant)
         by_folder.setdefault(key, []).append(row)
     table = {}
     for key, images in by_folder.items():
