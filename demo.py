@@ -3,8 +3,8 @@ completions, rank them, measure them, and say where the report is.
 
 Each stage runs the project's own script, exactly as a user would, so the demo is also the
 reference for the commands. The base model is the committed toy model (models/toy-sd2-inpainting,
-trained by train_toy_model.py on photos no example scene uses): small and blurry at 64 px, but
-a real inpainting model, so fine-tuning visibly pulls its completions towards the scene (see
+trained by train_toy_model.py on photos no example scene uses): small, blurry at 64 px and a
+weak inpainter, so the demo shows the workflow on real images rather than RealFill's gains (see
 bench/results/quality_gate.md). The real model is one flag away (on a GPU):
 
     python demo.py                                   # offline, CPU, a few minutes
