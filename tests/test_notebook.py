@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sys
 from pathlib import Path
 
 import nbformat
 import pytest
+from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "train_realfill.ipynb"
@@ -141,4 +143,25 @@ def test_demo_runs_every_cell_and_reruns_redo_nothing(client, tmp_path):
         assert "already trained" in refill_text and "already done" in refill_text
         after = {**file_digest(out / "models"), **file_digest(out / "results")}
         assert {k: v for k, v in after.items() if k in kept} == kept
+
+        # The other scene sources: RealBench from its archive (already downloaded here), and
+        # an upload, which needs Colab.
+        data = tmp_path / "data"
+        release = tmp_path / "release" / "realfill_data_release_full" / "RealBench" / "7"
+        shutil.copytree(scene, release)
+        shutil.make_archive(str(data / "realbench"), "zip", tmp_path / "release")
+        data_index = next(i for i, c in enumerate(cells) if c.id == "data")
+        for source, number in (("realbench", 7), ("upload", 99)):
+            setup = nbformat.v4.new_code_cell(
+                f"SCENE_SOURCE, SCENE_NUMBER, DATA = {source!r}, {number}, Path({str(data)!r})"
+            )
+            cells.append(setup)
+            client.execute_cell(setup, len(cells) - 1)
+            if source == "upload":
+                with pytest.raises(CellExecutionError, match="uploads need Colab"):
+                    client.execute_cell(cells[data_index], data_index)
+            else:
+                client.execute_cell(cells[data_index], data_index)
+                unpacked = data / "realbench" / "realfill_data_release_full" / "RealBench" / "7"
+                assert f"RealBench-7: {unpacked}" in outputs_of(cells[data_index], "text/plain")
     assert file_digest(scene) == scene_before, "the example scene was written to"
