@@ -78,12 +78,7 @@ def write_sd2_tokenizer(out_dir: Path) -> None:
 def build_tiny_model(output_dir: str | Path, seed: int = 0, sample_size: int = 32) -> Path:
     """Save a tiny random SD2-inpainting pipeline with `save_pretrained`; return its folder."""
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        DDPMScheduler,
-        StableDiffusionInpaintPipeline,
-        UNet2DConditionModel,
-    )
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     output_dir = Path(output_dir)
@@ -131,7 +126,16 @@ def build_tiny_model(output_dir: str | Path, seed: int = 0, sample_size: int = 3
             pad_token_id=tokenizer.pad_token_id,
         )
     )
-    pipe = StableDiffusionInpaintPipeline(
+    save_sd2_pipeline(output_dir, tokenizer, text_encoder, vae, unet)
+    return output_dir
+
+
+def save_sd2_pipeline(output_dir: Path, tokenizer, text_encoder, vae, unet) -> None:
+    """Write the parts as an SD2 inpainting pipeline folder (SD2's noise schedule, no safety
+    checker), the layout every script loads with from_pretrained."""
+    from diffusers import DDPMScheduler, StableDiffusionInpaintPipeline
+
+    StableDiffusionInpaintPipeline(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
@@ -140,9 +144,7 @@ def build_tiny_model(output_dir: str | Path, seed: int = 0, sample_size: int = 3
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
-    )
-    pipe.save_pretrained(output_dir)
-    return output_dir
+    ).save_pretrained(output_dir)
 
 
 def main() -> None:

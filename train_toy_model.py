@@ -25,6 +25,7 @@ import json
 import math
 import platform
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 import realfill_utils as ru
+from make_tiny_model import SD2_SCHEDULER, save_sd2_pipeline, write_sd2_tokenizer
 
 RESOLUTION = 64  # px: the demo's resolution; the UNet trains at it, the VAE is checked at it
 VAE_CROP = 32  # px: the VAE is fully convolutional, so it trains on small crops, 4x cheaper
@@ -276,8 +278,6 @@ def build_untrained(tokenizer_dir: Path, seed: int):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from make_tiny_model import write_sd2_tokenizer
-
     write_sd2_tokenizer(tokenizer_dir)
     tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(seed)
@@ -298,22 +298,8 @@ def build_untrained(tokenizer_dir: Path, seed: int):
 
 def save_pipeline(output_dir: Path, tokenizer, text_encoder, vae, unet, record: dict) -> None:
     """save_pretrained into a temporary folder, then rename it onto output_dir."""
-    from diffusers import DDPMScheduler, StableDiffusionInpaintPipeline
-
-    from make_tiny_model import SD2_SCHEDULER
-
-    pipe = StableDiffusionInpaintPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=DDPMScheduler(**SD2_SCHEDULER),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
     with ru.atomic_path(output_dir, is_dir=True) as tmp:
-        pipe.save_pretrained(tmp)
+        save_sd2_pipeline(tmp, tokenizer, text_encoder, vae, unet)
         (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
 
 
@@ -340,10 +326,7 @@ def train_toy_model(args: argparse.Namespace) -> dict:
     psnr_2x = float(np.mean(list(reconstruction_psnr(vae, heldout_2x).values())))
     vae.register_to_config(scaling_factor=latent_scaling_factor(vae, crops, generator))
     vae.requires_grad_(False)
-    components = ru.Components(staging, tokenizer, text_encoder, vae, unet, {})
-    from make_tiny_model import SD2_SCHEDULER
-
-    components.scheduler_config = dict(SD2_SCHEDULER)
+    components = ru.Components(staging, tokenizer, text_encoder, vae, unet, dict(SD2_SCHEDULER))
     unet_curve = train_unet(components, crops, args.unet_steps, generator, log)
     record = {
         "command": "python " + shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
@@ -372,8 +355,6 @@ def train_toy_model(args: argparse.Namespace) -> dict:
         f"{RESOLUTION} px, VAE posterior mean",
     }
     save_pipeline(args.output_dir, tokenizer, text_encoder, vae, unet, record)
-    import shutil
-
     shutil.rmtree(staging, ignore_errors=True)
     megabytes = sum(f.stat().st_size for f in args.output_dir.rglob("*") if f.is_file()) / 1e6
     log(f"wrote {args.output_dir} ({megabytes:.1f} MB)")
