@@ -25,8 +25,8 @@ import json
 import math
 import platform
 import shlex
-import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -273,13 +273,14 @@ def train_unet(components, crops: PhotoCrops, steps: int, generator: torch.Gener
 # ---------------------------------------------------------------------------------------------
 # Building and saving
 # ---------------------------------------------------------------------------------------------
-def build_untrained(tokenizer_dir: Path, seed: int):
+def build_untrained(seed: int):
     """Random VAE, UNet and text encoder of the toy architecture, and the SD2 tokenizer."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    write_sd2_tokenizer(tokenizer_dir)
-    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
+    with tempfile.TemporaryDirectory() as tokenizer_dir:  # read once; saved again at the end
+        write_sd2_tokenizer(Path(tokenizer_dir))
+        tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(seed)
     vae = AutoencoderKL(**VAE_CONFIG)
     unet = UNet2DConditionModel(**UNET_CONFIG)
@@ -315,8 +316,7 @@ def train_toy_model(args: argparse.Namespace) -> dict:
 
     heldout = heldout_images(RESOLUTION)
     crops, vae_crops = PhotoCrops(RESOLUTION), PhotoCrops(VAE_CROP)
-    staging = args.output_dir.parent / f".{args.output_dir.name}.tokenizer"
-    tokenizer, text_encoder, vae, unet = build_untrained(staging, args.seed)
+    tokenizer, text_encoder, vae, unet = build_untrained(args.seed)
     vae_curve = train_vae(vae, vae_crops, args.vae_steps, generator, log)
     vae_seconds = time.perf_counter() - start
     psnr = reconstruction_psnr(vae, heldout)
@@ -326,7 +326,8 @@ def train_toy_model(args: argparse.Namespace) -> dict:
     psnr_2x = float(np.mean(list(reconstruction_psnr(vae, heldout_2x).values())))
     vae.register_to_config(scaling_factor=latent_scaling_factor(vae, crops, generator))
     vae.requires_grad_(False)
-    components = ru.Components(staging, tokenizer, text_encoder, vae, unet, dict(SD2_SCHEDULER))
+    scheduler = dict(SD2_SCHEDULER)
+    components = ru.Components(args.output_dir, tokenizer, text_encoder, vae, unet, scheduler)
     unet_curve = train_unet(components, crops, args.unet_steps, generator, log)
     record = {
         "command": "python " + shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
@@ -355,7 +356,6 @@ def train_toy_model(args: argparse.Namespace) -> dict:
         f"{RESOLUTION} px, VAE posterior mean",
     }
     save_pipeline(args.output_dir, tokenizer, text_encoder, vae, unet, record)
-    shutil.rmtree(staging, ignore_errors=True)
     megabytes = sum(f.stat().st_size for f in args.output_dir.rglob("*") if f.is_file()) / 1e6
     log(f"wrote {args.output_dir} ({megabytes:.1f} MB)")
     return record
