@@ -37,7 +37,12 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 import realfill_utils as ru
-from make_tiny_model import SD2_SCHEDULER, save_sd2_pipeline, write_sd2_tokenizer
+from make_tiny_model import (
+    SD2_SCHEDULER,
+    save_sd2_pipeline,
+    small_text_encoder,
+    write_sd2_tokenizer,
+)
 
 RESOLUTION = 64  # px: the demo's resolution; the UNet trains at it, the VAE is checked at it
 VAE_CROP = 32  # px: the VAE is fully convolutional, so it trains on small crops, 4x cheaper
@@ -82,15 +87,6 @@ UNET_CONFIG = dict(
     attention_head_dim=(2, 4, 8),
     use_linear_projection=True,  # as SD2
     norm_num_groups=16,
-)
-TEXT_CONFIG = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    max_position_embeddings=77,
-    hidden_act="gelu",
-    projection_dim=32,
 )
 
 
@@ -276,7 +272,7 @@ def train_unet(components, crops: PhotoCrops, steps: int, generator: torch.Gener
 def build_untrained(seed: int):
     """Random VAE, UNet and text encoder of the toy architecture, and the SD2 tokenizer."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTokenizer
 
     with tempfile.TemporaryDirectory() as tokenizer_dir:  # read once; saved again at the end
         write_sd2_tokenizer(Path(tokenizer_dir))
@@ -284,15 +280,7 @@ def build_untrained(seed: int):
     torch.manual_seed(seed)
     vae = AutoencoderKL(**VAE_CONFIG)
     unet = UNet2DConditionModel(**UNET_CONFIG)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            **TEXT_CONFIG,
-        )
-    )
+    text_encoder = small_text_encoder(tokenizer)  # never trained: there are no captions
     text_encoder.requires_grad_(False)
     return tokenizer, text_encoder, vae, unet
 
