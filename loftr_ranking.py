@@ -61,7 +61,7 @@ MATCHERS = ("loftr", "sift")
 MODEL_TYPES = ("outdoor", "indoor")  # kornia's pretrained LoFTR checkpoints
 CONF_THRESHOLD = 0.7  # LoFTR match confidence to count; the earlier implementation's value
 # px, long side images are resized to for matching. LoFTR's cost grows with the area: 256 is the
-# largest size measured under 1 CPU-second per pair (bench/results/ranking.md); SIFT is ~10x
+# largest size measured under 1 CPU-second per pair (perf/results/ranking.md); SIFT is ~10x
 # cheaper, so it keeps more detail.
 MAX_SIDE = {"loftr": 256, "sift": 512}
 MASK_DILATION = 4  # px at the completion's size: matches on the hole's border still count

@@ -1,4 +1,4 @@
-"""Training speed and memory, measured side by side; results go to bench/results/train*.
+"""Training speed and memory, measured side by side; results go to perf/results/train*.
 
 Part 1 (`--part speed`): steps/s and peak memory of `train_realfill.py` on the tiny model, true
 batch 16, at 64 and 128 px, against a re-creation of the earlier public implementation's data
@@ -12,8 +12,8 @@ published configuration with random weights), single training steps on the CPU a
 1 and 2, with and without gradient checkpointing: peak resident memory of each, in a fresh
 process. The GPU estimate in the Markdown output is derived from these, and says so.
 
-    python bench/bench_train.py --part speed
-    python bench/bench_train.py --part memory
+    python perf/bench_train.py --part speed
+    python perf/bench_train.py --part memory
 """
 
 from __future__ import annotations
@@ -358,7 +358,7 @@ def main() -> None:
     else:
         result = bench_memory()
         text = markdown_memory(result)
-    result["command"] = f"python bench/bench_train.py --part {args.part}" + (
+    result["command"] = f"python perf/bench_train.py --part {args.part}" + (
         f" --short {args.short} --long {args.long}" if args.part == "speed" else ""
     )
     result["cpu_count"] = os.cpu_count()

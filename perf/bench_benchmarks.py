@@ -8,8 +8,8 @@ Measures, each as a fresh `python benchmarks.py` process (startup and imports in
   3. LPIPS (random AlexNet backbone saved locally, as no weights can be downloaded here) on
      1 scene and on --lpips_scenes scenes, against its bare in-process compute per scene, to
      show the per-scene overhead of the one-model-load-per-metric design.
-Writes bench/results/benchmarks.json and bench/results/benchmarks.md. Example:
-    HF_HUB_OFFLINE=1 python bench/bench_benchmarks.py
+Writes perf/results/benchmarks.json and perf/results/benchmarks.md. Example:
+    HF_HUB_OFFLINE=1 python perf/bench_benchmarks.py
 """
 
 from __future__ import annotations
@@ -277,7 +277,7 @@ def markdown(r: dict) -> str:
             f"# benchmarks.py timings ({w['scenes']} scenes x {w['images_per_scene']} images, "
             f"{w['size']}x{w['size']}, {r['machine']['cpus']} CPUs)",
             "",
-            "Produced by `HF_HUB_OFFLINE=1 python bench/bench_benchmarks.py`; every run is a "
+            "Produced by `HF_HUB_OFFLINE=1 python perf/bench_benchmarks.py`; every run is a "
             "fresh `python benchmarks.py` process (wall time, startup included).",
             "",
             "Cold runs (empty cache, 2 metrics x "

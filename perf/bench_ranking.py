@@ -15,8 +15,8 @@ size through the whole network, nothing reused) on a few pairs, side by side.
 
 Times are wall seconds and, since the machine may be shared, also process CPU seconds.
 
-    python bench/bench_ranking.py                     # default max side, all matchers
-    python bench/bench_ranking.py --max-sides 256 384 512 --threads 1
+    python perf/bench_ranking.py                     # default max side, all matchers
+    python perf/bench_ranking.py --max-sides 256 384 512 --threads 1
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ def main(argv=None) -> None:
         "--threads", type=int, default=None, help="torch threads (default: torch's own choice)"
     )
     parser.add_argument("--no-earlier", action="store_true", help="skip the earlier-way rows")
-    parser.add_argument("--name", default="ranking", help="results file stem in bench/results")
+    parser.add_argument("--name", default="ranking", help="results file stem in perf/results")
     parser.add_argument(
         "--markdown-only",
         action="store_true",
@@ -277,7 +277,7 @@ def main(argv=None) -> None:
         "goals": {"s_per_pair": PAIR_GOAL_S, "cached_total_s": CACHED_GOAL_S},
         "rows": rows,
         "speedup": speedup and {k: f"{v}x (CPU s)" for k, v in speedup.items()},
-        "command": "python bench/bench_ranking.py " + " ".join(argv or sys.argv[1:]),
+        "command": "python perf/bench_ranking.py " + " ".join(argv or sys.argv[1:]),
         **cli,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -6,15 +6,15 @@
 3. fast: infer.py with a faster sampler (DPM-Solver++, 25 steps by default).
 
 Each configuration runs in its own child process (its peak RSS is its own; it pays its own
-imports), one after the other. Results go to bench/results/infer_<device>_<size>px_<steps>steps
+imports), one after the other. Results go to perf/results/infer_<device>_<size>px_<steps>steps
 .json and .md.
 
 The tiny model's VAE downsamples by 8, as SD2's: at 512 px its latents are 64x64, as SD2's.
 `--size 128 --steps 40` is a quicker check.
 
-    python bench/bench_infer.py                      # 512 px: DDPM 200 vs 200 vs DPM++ 25
-    python bench/bench_infer.py --size 64 --steps 8 --fast_steps 2   # quick check
-    python bench/bench_infer.py --device cuda        # 512 px, the batching gain on a GPU
+    python perf/bench_infer.py                      # 512 px: DDPM 200 vs 200 vs DPM++ 25
+    python perf/bench_infer.py --size 64 --steps 8 --fast_steps 2   # quick check
+    python perf/bench_infer.py --device cuda        # 512 px, the batching gain on a GPU
 """
 
 from __future__ import annotations
@@ -255,7 +255,7 @@ def main(argv=None) -> None:
         for name, r in results.items()
     }
     report = {
-        "command": "python bench/bench_infer.py " + " ".join(argv or sys.argv[1:]),
+        "command": "python perf/bench_infer.py " + " ".join(argv or sys.argv[1:]),
         "settings": {k: v for k, v in spec.items() if k not in ("model", "target", "mask")},
         "machine": {
             "cpu_count": os.cpu_count(),

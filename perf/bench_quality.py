@@ -9,9 +9,9 @@ Per example scene (data/Custom/*), through the project's own scripts:
 Then benchmarks.py scores all of them (masked PSNR and SSIM against gt.png) with seed
 selection at 0/25/50/75% drop (SIFT ranking), and this script writes the tables.
 
-    python bench/bench_quality.py                      # about 20 minutes on 2 CPU cores
-    python bench/bench_quality.py --scenes 1 --max_train_steps 20 --name smoke
-Results: bench/results/<name>.md and .json (default name: quality_gate).
+    python perf/bench_quality.py                      # about 20 minutes on 2 CPU cores
+    python perf/bench_quality.py --scenes 1 --max_train_steps 20 --name smoke
+Results: perf/results/<name>.md and .json (default name: quality_gate).
 """
 
 from __future__ import annotations
@@ -131,12 +131,12 @@ def mean(values) -> float:
 
 
 def write_results(name: str, args, scenes: list[str], table: dict, records: dict) -> Path:
-    """bench/results/<name>.json (everything) and .md (the tables and the verdict)."""
+    """perf/results/<name>.json (everything) and .md (the tables and the verdict)."""
     variants = {"untuned": "un-tuned toy base", "": "RealFill", "refill": "ReFill"}
     lines = [
         f"# Quality gate ({name})",
         "",
-        f"Command: `{' '.join(['python bench/bench_quality.py', *sys.argv[1:]])}`",
+        f"Command: `{' '.join(['python perf/bench_quality.py', *sys.argv[1:]])}`",
         f"Base model: `{Path(args.base_model).name}`; scenes: {', '.join(scenes)}; "
         f"{args.num_images} completions each at {args.resolution} px; RealFill trained "
         f"{args.max_train_steps} steps at batch 16; DDPM 200 unless named; SIFT ranking. "
@@ -223,7 +223,7 @@ def main(argv=None) -> None:
     p.add_argument("--max_train_steps", type=int, default=300)
     p.add_argument("--num_images", type=int, default=16)
     p.add_argument("--output_dir", type=Path, default=ROOT / "runs" / "quality")
-    p.add_argument("--name", default="quality_gate", help="results file name in bench/results")
+    p.add_argument("--name", default="quality_gate", help="results file name in perf/results")
     args = p.parse_args(argv)
     if args.resolution is None:
         args.resolution = json.loads((args.base_model / "toy_model.json").read_text())["resolution"]
