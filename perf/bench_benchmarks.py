@@ -180,7 +180,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512, help="image side, px")
     parser.add_argument("--repeats", type=int, default=2, help="cold/straightforward pairs")
     parser.add_argument("--lpips_scenes", type=int, default=5, help="scenes for the LPIPS timing")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     NUM_IMAGES[0] = args.images

@@ -40,7 +40,7 @@ import infer  # noqa: E402
 import realfill_utils as ru  # noqa: E402
 
 CONFIGS = ("earlier", "ours", "fast")
-RESULTS = ROOT / "bench" / "results"
+RESULTS = ROOT / "perf" / "results"
 SPEEDUP_GOAL = 6.0  # the goal for the fast path against the earlier implementation
 
 

@@ -194,7 +194,7 @@ def write_results(name: str, args, scenes: list[str], table: dict, records: dict
             f"| {scheduler} | {steps} | {psnr:.2f} | {ssim:.3f} | {seconds:.1f} | "
             f"{ddpm_time / seconds:.2f}x |"
         )
-    results_dir = ROOT / "bench" / "results"
+    results_dir = ROOT / "perf" / "results"
     md = results_dir / f"{name}.md"
     ru.atomic_write_json(
         {

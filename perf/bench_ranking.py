@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 import loftr_ranking as lr  # noqa: E402
 from realfill_utils import atomic_path, atomic_write_json, load_mask  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
+RESULTS = ROOT / "perf" / "results"
 NUM_CANDIDATES, SIZE = 16, 512
 PAIR_GOAL_S, CACHED_GOAL_S = 1.0, 1.0  # the goals
 
