@@ -497,13 +497,34 @@ def quiet_libraries() -> None:
 # ---------------------------------------------------------------------------------------------
 UNET_LORA_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]  # every attention projection
 TEXT_LORA_MODULES = ["q_proj", "k_proj", "v_proj", "out_proj"]
+# Where the UNet's LoRA goes (--lora_target). "attention" is the paper's; "attention+conv" adds
+# the transformer blocks' projections and feed-forward and the ResNet convolutions, which lets a
+# scene's colours and textures, not only its layout, move into the adapter.
+LORA_TARGETS = {
+    "attention": UNET_LORA_MODULES,
+    "attention+conv": [
+        *UNET_LORA_MODULES,
+        "proj_in",
+        "proj_out",
+        "ff.net.0.proj",
+        "ff.net.2",
+        "conv1",
+        "conv2",
+        "conv_shortcut",
+        "time_emb_proj",
+    ],
+}
+LORA_TARGET = "attention"
 
 
-def add_lora(unet, text_encoder, rank: int, alpha: float, dropout: float) -> None:
-    """Attach trainable LoRA adapters to the UNet and text-encoder attention projections."""
+def add_lora(
+    unet, text_encoder, rank: int, alpha: float, dropout: float, target: str = LORA_TARGET
+) -> None:
+    """Attach trainable LoRA adapters to the UNet (at LORA_TARGETS[target]) and to the
+    text-encoder attention projections."""
     from peft import LoraConfig
 
-    for model, modules in ((unet, UNET_LORA_MODULES), (text_encoder, TEXT_LORA_MODULES)):
+    for model, modules in ((unet, LORA_TARGETS[target]), (text_encoder, TEXT_LORA_MODULES)):
         model.add_adapter(
             LoraConfig(
                 r=rank,

@@ -156,11 +156,15 @@ def known_latent_weight(hole: torch.Tensor, latent_size: tuple[int, int]) -> tor
 # ---------------------------------------------------------------------------------------------
 # One training step
 # ---------------------------------------------------------------------------------------------
-def training_models(components: ru.Components, device, weight_dtype) -> dict:
-    """What `training_loss` needs: the three networks, a DDPM noise schedule, device, dtype."""
+def training_models(
+    components: ru.Components, device, weight_dtype, noise_offset: float = 0.0
+) -> dict:
+    """What `training_loss` needs: the three networks, a DDPM noise schedule, device, dtype,
+    and the offset-noise strength (0 = plain Gaussian noise)."""
     from diffusers import DDPMScheduler
 
     return {
+        "noise_offset": noise_offset,
         "vae": components.vae,
         "unet": components.unet,
         "text_encoder": components.text_encoder,
@@ -198,6 +202,10 @@ def training_loss(batch: dict, models: dict, prompt_ids: torch.Tensor, empty_ids
     latent_size = latents.shape[-2:]
     mask_latent = F.interpolate(fill_mask, size=latent_size)  # nearest, as the pipeline does
     noise = torch.randn_like(latents)
+    if models.get("noise_offset"):  # a per-sample, per-channel shift: mean colours can move
+        noise = noise + models["noise_offset"] * torch.randn(
+            (*latents.shape[:2], 1, 1), device=device, dtype=latents.dtype
+        )
     timesteps = torch.randint(
         0, noise_scheduler.config.num_train_timesteps, (batch_size,), device=device
     )
@@ -436,7 +444,9 @@ def train(args: argparse.Namespace) -> Path:
     vae, unet, text_encoder = components.vae, components.unet, components.text_encoder
     for model in (vae, unet, text_encoder):
         model.requires_grad_(False)
-    ru.add_lora(unet, text_encoder, args.lora_rank, args.lora_alpha, args.lora_dropout)
+    ru.add_lora(
+        unet, text_encoder, args.lora_rank, args.lora_alpha, args.lora_dropout, args.lora_target
+    )
     vae.to(device, weight_dtype, memory_format=torch.channels_last)  # 2x faster encode on CPU
     unet.to(device, weight_dtype)
     text_encoder.to(device, weight_dtype)
@@ -481,7 +491,7 @@ def train(args: argparse.Namespace) -> Path:
         tokenize(components.tokenizer, args.prompt),
         tokenize(components.tokenizer, ""),
     )
-    models = training_models(components, device, weight_dtype)
+    models = training_models(components, device, weight_dtype, args.noise_offset)
     sampler = SceneSampler(scene, args.resolution)
 
     step = 0
@@ -615,6 +625,7 @@ def export(args, lora_models) -> None:
         "prompt": args.prompt,
         "lora_rank": args.lora_rank,
         "lora_alpha": args.lora_alpha,
+        "lora_target": args.lora_target,
         "args": tracker_config(args),
     }
     ru.atomic_write_json(settings, args.output_dir / ru.SETTINGS_FILE)
@@ -666,6 +677,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lora_rank", type=int, default=8)
     p.add_argument("--lora_alpha", type=float, default=16)
     p.add_argument("--lora_dropout", type=float, default=0.1)
+    p.add_argument(
+        "--lora_target",
+        choices=sorted(ru.LORA_TARGETS),
+        default=ru.LORA_TARGET,
+        help="UNet layers that get LoRA: the attention projections (the paper), or those plus "
+        "the convolutions and feed-forward layers (more capacity for small base models)",
+    )
+    p.add_argument(
+        "--noise_offset",
+        type=float,
+        default=0.0,
+        help="offset noise (as diffusers' training scripts): lets fine-tuning move mean colours "
+        "on a base whose noise schedule leaks them; 0 = off (the paper)",
+    )
     p.add_argument("--use_8bit_adam", action="store_true", help="bitsandbytes AdamW8bit")
     p.add_argument(
         "--enable_xformers_memory_efficient_attention",
