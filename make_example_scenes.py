@@ -212,14 +212,89 @@ def render(photo: np.ndarray, h, size: tuple[int, int], light: Light) -> np.ndar
             px, py = apply(
                 h, x + (sx + 0.5) / SUPERSAMPLE - 0.5, y + (sy + 0.5) / SUPERSAMPLE - 0.5
             )
-            x0 = np.clip(np.floor(px), 0, photo_w - 2).astype(np.intp)
-            y0 = np.clip(np.floor(py), 0, photo_h - 2).astype(np.intp)
-            fx = np.clip(px - x0, 0.0, 1.0)[..., None]
-            fy = np.clip(py - y0, 0.0, 1.0)[..., None]
-            top = lit[y0, x0] * (1 - fx) + lit[y0, x0 + 1] * fx
-            bottom = lit[y0 + 1, x0] * (1 - fx) + lit[y0 + 1, x0 + 1] * fx
-            total += top * (1 - fy) + bottom * fy
+            total += bilinear(lit, px, py)
     return np.clip(np.rint(total / SUPERSAMPLE**2), 0, 255).astype(np.uint8)
+
+
+def bilinear(lit: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+    """Sample float (H, W, 3) `lit` at photo coordinates (px, py), edges clamped."""
+    photo_h, photo_w = lit.shape[:2]
+    x0 = np.clip(np.floor(px), 0, photo_w - 2).astype(np.intp)
+    y0 = np.clip(np.floor(py), 0, photo_h - 2).astype(np.intp)
+    fx = np.clip(px - x0, 0.0, 1.0)[..., None]
+    fy = np.clip(py - y0, 0.0, 1.0)[..., None]
+    top = lit[y0, x0] * (1 - fx) + lit[y0, x0 + 1] * fx
+    bottom = lit[y0 + 1, x0] * (1 - fx) + lit[y0 + 1, x0 + 1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A foreground cut-out nearer the camera than the photo: an ellipse of another photo,
+    pasted onto the background photo, that moves against it between views (parallax).
+
+    center, radii: the ellipse in the layer photo's pixels; position: where its centre sits,
+    as a fraction of the background photo's size; scale: background pixels per layer pixel;
+    depth_gain: how much nearer than the background it is: a view whose centre moves by d
+    background pixels from the target's sees the layer displaced by -depth_gain * d.
+    """
+
+    photo: str
+    center: tuple[float, float]
+    radii: tuple[float, float]
+    position: tuple[float, float]
+    scale: float
+    depth_gain: float
+
+    def shift(self, view: View, target: View, photo_size: tuple[int, int]) -> tuple[float, float]:
+        """The layer's displacement in background pixels as `view` sees it."""
+        return tuple(
+            round(-self.depth_gain * (view.center[i] - target.center[i]) * (photo_size[i] - 1), 4)
+            for i in range(2)
+        )
+
+    def to_layer(self, px, py, photo_size, shift):
+        """Background photo coordinates -> layer photo coordinates, for a view's shift."""
+        ox = self.position[0] * (photo_size[0] - 1) + shift[0]
+        oy = self.position[1] * (photo_size[1] - 1) + shift[1]
+        return (px - ox) / self.scale + self.center[0], (py - oy) / self.scale + self.center[1]
+
+    def covers(self, lx, ly) -> np.ndarray:
+        return ((lx - self.center[0]) / self.radii[0]) ** 2 + (
+            (ly - self.center[1]) / self.radii[1]
+        ) ** 2 <= 1.0
+
+
+def render_layered(
+    photo: np.ndarray,
+    layer_photo: np.ndarray,
+    layer: Layer,
+    shift: tuple[float, float],
+    h,
+    size: tuple[int, int],
+    light: Light,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render a view of the background photo with the layer in front of it, as `render`; also
+    returns the layer's coverage, float (H, W) in [0, 1]."""
+    table = light_table(light)
+    lit = np.stack([table[c][photo[..., c]] for c in range(3)], axis=-1)
+    lit_layer = np.stack([table[c][layer_photo[..., c]] for c in range(3)], axis=-1)
+    photo_size = (photo.shape[1], photo.shape[0])
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    total = np.zeros((height, width, 3))
+    coverage = np.zeros((height, width))
+    for sy in range(SUPERSAMPLE):
+        for sx in range(SUPERSAMPLE):
+            px, py = apply(
+                h, x + (sx + 0.5) / SUPERSAMPLE - 0.5, y + (sy + 0.5) / SUPERSAMPLE - 0.5
+            )
+            lx, ly = layer.to_layer(px, py, photo_size, shift)
+            front = layer.covers(lx, ly)
+            total += np.where(front[..., None], bilinear(lit_layer, lx, ly), bilinear(lit, px, py))
+            coverage += front
+    image = np.clip(np.rint(total / SUPERSAMPLE**2), 0, 255).astype(np.uint8)
+    return image, coverage / SUPERSAMPLE**2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,6 +356,7 @@ class SceneSpec:
     references: tuple[View, ...]
     mask: BorderMask | BlobMask
     summary: str
+    layer: Layer | None = None  # a foreground that moves against the photo: parallax
 
 
 def jitter(rng: random.Random, view: View, angle: float, tilt: float) -> View:
@@ -345,6 +421,39 @@ def scene_specs(seed: int = 2024) -> list[SceneSpec]:
             mask=BorderMask((0.0, 0.0, 0.34, 0.0)),
             summary="outpainting, right third missing; references shifted right, tilted",
         ),
+        SceneSpec(
+            4,
+            "astronaut",
+            target=View(center=(0.55, 0.45), width=320, size=(256, 192)),
+            references=refs(
+                View(center=(0.45, 0.45), width=360, size=(256, 192), file="jpg"),
+                View(center=(0.63, 0.5), width=300, size=(256, 192)),
+                View(center=(0.58, 0.4), width=300, size=(192, 256), file="jpg"),
+            ),
+            mask=BlobMask(((0.7, 0.5, 0.12, 0.25, 10.0),)),
+            summary="parallax: a cut-out of the cat (chelsea) in front of the photo moves against "
+            "it between views; the hole covers part of the cat and the background beside it",
+            layer=Layer(
+                "chelsea",
+                center=(240.0, 165.0),
+                radii=(120.0, 105.0),
+                position=(0.62, 0.45),
+                scale=0.45,
+                depth_gain=0.5,
+            ),
+        ),
+        SceneSpec(
+            5,
+            "coffee",
+            target=View(center=(0.4, 0.5), width=300, size=(256, 171)),
+            references=refs(
+                View(center=(0.62, 0.5), width=300, size=(256, 171), file="jpg"),
+                View(center=(0.55, 0.45), width=200, size=(192, 256)),
+            ),
+            mask=BorderMask((0.3, 0.0, 0.0, 0.0)),
+            summary="outpainting, left 30% missing; the references show only the right of the "
+            "table, so no reference sees the hole",
+        ),
     ]
 
 
@@ -383,6 +492,14 @@ def write_scene(spec: SceneSpec, scene_dir: Path) -> dict:
     """Render one scene into `scene_dir` and return its entry for scenes.json."""
     photo = load_photo(spec.photo)
     photo_size = (photo.shape[1], photo.shape[0])
+    layer_photo = load_photo(spec.layer.photo) if spec.layer else None
+
+    def draw(view: View, h) -> tuple[np.ndarray, np.ndarray | None]:
+        if spec.layer is None:
+            return render(photo, h, view.size, view.light), None
+        shift = spec.layer.shift(view, spec.target, photo_size)
+        return render_layered(photo, layer_photo, spec.layer, shift, h, view.size, view.light)
+
     (scene_dir / "ref").mkdir(parents=True)
     (scene_dir / "target").mkdir()
 
@@ -393,7 +510,7 @@ def write_scene(spec: SceneSpec, scene_dir: Path) -> dict:
         if not inside(view_corners(h, view.size), photo_size):
             raise AssertionError(f"scene {spec.number}: a view leaves the photo: {view}")
 
-    gt = render(photo, h_target, spec.target.size, spec.target.light)
+    gt, target_layer = draw(spec.target, h_target)
     fill_mask = spec.mask.draw(spec.target.size)
     target = gt.copy()
     target[fill_mask] = 255
@@ -411,9 +528,7 @@ def write_scene(spec: SceneSpec, scene_dir: Path) -> dict:
         h = view_homography(view, photo_size)
         name = f"{i}.{view.file}"
         settings = JPEG_SETTINGS if view.file == "jpg" else PNG_SETTINGS
-        Image.fromarray(render(photo, h, view.size, view.light)).save(
-            scene_dir / "ref" / name, **settings
-        )
+        Image.fromarray(draw(view, h)[0]).save(scene_dir / "ref" / name, **settings)
         seen = visible(h_target, view, h, points)
         seen_by_any |= seen
         references.append(
@@ -426,6 +541,20 @@ def write_scene(spec: SceneSpec, scene_dir: Path) -> dict:
                 "hole_seen": round(float(seen[fill_mask].mean()), 3),
             }
         )
+        if spec.layer:
+            references[-1]["layer_shift"] = list(spec.layer.shift(view, spec.target, photo_size))
+    extra = {}
+    if spec.layer:
+        on_layer = target_layer >= 0.5
+        extra["layer"] = {
+            "photo": spec.layer.photo,
+            "center": list(spec.layer.center),
+            "radii": list(spec.layer.radii),
+            "position": list(spec.layer.position),
+            "scale": spec.layer.scale,
+            "depth_gain": spec.layer.depth_gain,
+            "hole_on_layer": round(float(on_layer[fill_mask].mean()), 3),
+        }
     return {
         "scene": f"Custom/{spec.number}",
         "photo": spec.photo,
@@ -438,7 +567,7 @@ def write_scene(spec: SceneSpec, scene_dir: Path) -> dict:
         "hole_seen_by_references": round(float(seen_by_any[fill_mask].mean()), 3),
         "target": {"view": view_json(spec.target), "homography": rounded(h_target)},
         "references": references,
-    }
+    } | extra
 
 
 def to_json(obj) -> str:

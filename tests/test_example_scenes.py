@@ -102,7 +102,59 @@ def hole_correlation(info: dict, ref: dict, image: Image.Image, gt: np.ndarray, 
     return seen.sum() / fill.sum(), np.corrcoef(sampled, gt[seen])[0, 1]
 
 
-@pytest.mark.parametrize("name", sorted(SCENES))
+FLAT_SEEN = sorted(
+    n for n, s in SCENES.items() if "layer" not in s and s["hole_seen_by_references"] > 0
+)
+PARALLAX = sorted(n for n, s in SCENES.items() if "layer" in s)
+UNSEEN = sorted(n for n, s in SCENES.items() if s["hole_seen_by_references"] == 0)
+
+
+def test_a_parallax_scene_and_an_unseen_hole_scene_exist():
+    assert PARALLAX and UNSEEN
+    for name in UNSEEN:  # the references overlap the known region, never the hole
+        assert all(
+            r["hole_seen"] == 0 and r["target_seen"] > 0.3 for r in SCENES[name]["references"]
+        )
+
+
+def layer_correspondences(info: dict, ref: dict, step: int = 4):
+    """Target pixels (x, y) on the background and on the layer, and where each really is in
+    the reference, from scenes.json (the layer moves by the views' layer_shift)."""
+    spec = next(
+        s for s in mes.scene_specs(MANIFEST["seed"]) if f"Custom/{s.number}" == info["scene"]
+    )
+    width, height = info["target_size"]
+    y, x = np.mgrid[0:height:step, 0:width:step].astype(np.float64)
+    px, py = mes.apply(info["target"]["homography"], x, y)
+    on_layer = spec.layer.covers(*spec.layer.to_layer(px, py, info["photo_size"], (0.0, 0.0)))
+    shift = ref["layer_shift"]
+    shifted = (px + np.where(on_layer, shift[0], 0.0), py + np.where(on_layer, shift[1], 0.0))
+    # where the reference shows the layer at the background's place, the background is hidden
+    rx, ry = mes.apply(mes.invert(ref["homography"]), *shifted)
+    target_xy = np.stack([x.ravel(), y.ravel()], axis=1)
+    return target_xy, np.stack([rx.ravel(), ry.ravel()], axis=1), on_layer.ravel()
+
+
+@pytest.mark.parametrize("name", PARALLAX)
+def test_parallax_scene_is_not_one_homography(name):
+    """Fitted to the true correspondences of background and layer together, one homography
+    leaves the layer several pixels off in every reference: no single warp explains the hole."""
+    import cv2
+
+    info = SCENES[name]
+    hole_on_layer = info["layer"]["hole_on_layer"]
+    assert 0.2 < hole_on_layer < 0.8  # the hole holds both the layer and the background
+    for ref in info["references"]:
+        target_xy, ref_xy, on_layer = layer_correspondences(info, ref)
+        assert 0.02 < on_layer.mean() < 0.3
+        matrix, _ = cv2.findHomography(target_xy, ref_xy, 0)
+        mapped = cv2.perspectiveTransform(target_xy[None], matrix)[0]
+        residual = np.linalg.norm(mapped - ref_xy, axis=1)
+        assert np.median(residual[on_layer]) > 5.0, ref["file"]
+        assert np.hypot(*ref["layer_shift"]) > 10.0
+
+
+@pytest.mark.parametrize("name", FLAT_SEEN)
 def test_references_are_other_views_that_see_the_hole(name):
     """No reference copies the target; mapped through scenes.json's homographies, each one
     shows the ground truth's hole content (up to its own exposure and JPEG loss), and a
