@@ -39,6 +39,10 @@ import numpy as np
 from PIL import Image
 
 from realfill_utils import (
+    EXIT_FAILED,
+    EXIT_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
     HelpFormatter,
     SceneError,
     atomic_path,
@@ -47,6 +51,8 @@ from realfill_utils import (
     list_images,
     load_image,
     load_mask,
+    note,
+    overlaps,
 )
 
 SCHEMA_VERSION = 1  # of loftr_ranking_scores.json and refill_selection.json
@@ -177,17 +183,26 @@ class SiftMatcher:
         points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)
         return points, descriptors
 
-    def match(self, reference: MatchImage, candidate: MatchImage) -> np.ndarray:
+    def _tentative(self, reference: MatchImage, candidate: MatchImage):
+        """(ref_xy, cand_xy), each (N, 2) at the matching size: ratio-test matches."""
         ref_points, ref_desc = self.memo.get(reference, self._features)
         cand_points, cand_desc = self.memo.get(candidate, self._features)
         if ref_desc is None or cand_desc is None or len(ref_desc) < 2:
-            return np.zeros((0, 2))
+            return np.zeros((0, 2)), np.zeros((0, 2))
         pairs = self.cv2.BFMatcher(self.cv2.NORM_L2).knnMatch(cand_desc, ref_desc, k=2)
         good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < self.ratio * p[1].distance]
-        if len(good) < MIN_MATCHES:
+        return ref_points[[m.trainIdx for m in good]], cand_points[[m.queryIdx for m in good]]
+
+    def pairs(self, reference: MatchImage, candidate: MatchImage):
+        """(ref_xy, cand_xy) in on-disk pixels, before any geometric check (geometry.py fits
+        its own homographies)."""
+        ref_xy, cand_xy = self._tentative(reference, candidate)
+        return reference.to_full(ref_xy), candidate.to_full(cand_xy)
+
+    def match(self, reference: MatchImage, candidate: MatchImage) -> np.ndarray:
+        ref_xy, cand_xy = self._tentative(reference, candidate)
+        if len(ref_xy) < MIN_MATCHES:
             return np.zeros((0, 2))
-        cand_xy = cand_points[[m.queryIdx for m in good]]
-        ref_xy = ref_points[[m.trainIdx for m in good]]
         _, inliers = self.cv2.findFundamentalMat(
             cand_xy, ref_xy, self.cv2.FM_RANSAC, self.ransac_threshold, 0.999, 10000
         )
@@ -320,7 +335,8 @@ class LoftrMatcher:
         )
         return self.model.extract_features(tensor[None, None])
 
-    def match(self, reference: MatchImage, candidate: MatchImage) -> np.ndarray:
+    def pairs(self, reference: MatchImage, candidate: MatchImage):
+        """(ref_xy, cand_xy) in on-disk pixels: the correspondences above the threshold."""
         if self.model is None:
             self.model = load_loftr(self.weights, self.model_type, self.device)
         with self.torch.inference_mode():
@@ -328,7 +344,13 @@ class LoftrMatcher:
             cand_features = self.memo.get(candidate, self._features)
             out = self.model({"features0": ref_features, "features1": cand_features})
         keep = out["confidence"] > self.conf_threshold
-        return candidate.to_full(out["keypoints1"][keep].cpu().numpy().astype(np.float64))
+        points = [
+            out[k][keep].cpu().numpy().astype(np.float64) for k in ("keypoints0", "keypoints1")
+        ]
+        return reference.to_full(points[0]), candidate.to_full(points[1])
+
+    def match(self, reference: MatchImage, candidate: MatchImage) -> np.ndarray:
+        return self.pairs(reference, candidate)[1]
 
 
 def make_matcher(
@@ -523,19 +545,16 @@ def rank_completions(
 # ---------------------------------------------------------------------------------------------
 # Selection (ReFill): a new scene folder, never the dataset's own ref/
 # ---------------------------------------------------------------------------------------------
+class NothingToAdd(RuntimeError):
+    """No completion has a single correspondence with the references: a second round would
+    train on nothing new."""
+
+
 def choose(ranking: dict, count: int) -> list[dict]:
-    """The best `count` candidates that scored (errors are never chosen)."""
-    return [c for c in ranking["candidates"] if c["error"] is None][: max(0, count)]
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    path, folder = Path(path).resolve(), Path(folder).resolve()
-    return path == folder or folder in path.parents
-
-
-def overlaps(a: Path, b: Path) -> bool:
-    """Whether one folder is, or lies inside, the other."""
-    return _inside(a, b) or _inside(b, a)
+    """The best `count` candidates with at least one correspondence (a completion that matches
+    nothing is no evidence of the scene; errors are never chosen)."""
+    scored = [c for c in ranking["candidates"] if c["error"] is None and (c["score"] or 0) > 0]
+    return scored[: max(0, count)]
 
 
 def build_refill_scene(
@@ -569,7 +588,20 @@ def build_refill_scene(
                 "<scene>/target"
             )
     originals, _ = list_images(ref_dir)
-    chosen = choose(ranking, target_count - len(originals))
+    wanted = target_count - len(originals)
+    chosen = choose(ranking, wanted)
+    if wanted > 0 and not chosen:
+        raise NothingToAdd(
+            f"none of the {len(ranking['candidates'])} completions in {source_dir} has a "
+            "correspondence with the references, so none is evidence of the scene and a second "
+            "round would train on nothing new: improve the first round (more training steps, "
+            "more references) or try --matcher sift"
+        )
+    if 0 < len(chosen) < wanted:
+        note(
+            f"only {len(chosen)} of the {wanted} completions asked for have correspondences "
+            f"with the references; adding those {len(chosen)}"
+        )
     record = {
         "schema_version": SCHEMA_VERSION,
         "source_dir": str(Path(source_dir).resolve()),
@@ -763,11 +795,14 @@ def main(argv=None) -> int:
             )
     except SceneError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
+    except NothingToAdd as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
-    return 0 if any(c["error"] is None for c in ranking["candidates"]) else 1
+        return EXIT_INTERRUPTED
+    return EXIT_OK if any(c["error"] is None for c in ranking["candidates"]) else EXIT_FAILED
 
 
 if __name__ == "__main__":
