@@ -1,0 +1,441 @@
+"""Geometry from the references: warp each reference into the target's frame and fill the hole.
+
+The warp fill, a model-free completion in the spirit of TransFill (Zhou et al., CVPR 2021):
+1. correspondences between each reference and the target's KNOWN region (the matchers of
+   loftr_ranking.py: weight-free SIFT or LoFTR);
+2. RANSAC homographies from the reference to the target; where one leaves many matches
+   unexplained, further homographies are fitted on its outliers (one per scene plane), and each
+   target pixel takes the homography whose inliers lie densest around it;
+3. each warped reference is colour-matched to the target (per-channel affine fit on the known
+   pixels it covers);
+4. the warped references are fused per pixel by their support (inliers, reprojection error,
+   agreement with the target's known pixels near the hole, distance from the warp's edge);
+5. hole pixels no reference covers are inpainted (OpenCV Telea), and the result is composited
+   over the target with the project's feathering, so the known region stays the target's own.
+
+Conventions as in realfill_utils: `fill_mask` bool (H, W), True = fill; images uint8 RGB
+(H, W, 3); homographies map reference pixels (x, y, 1) to target pixels, pixel centres at
+integers, as OpenCV's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from realfill_utils import FEATHER_RADIUS, composite
+
+RANSAC_THRESHOLD = 3.0  # px at the target's size: a match farther off is not on that plane
+MIN_INLIERS = 12  # a homography needs 4; fewer than 12 consistent matches are often chance
+MAX_HOMOGRAPHIES = 3  # planes per reference; TransFill's scenes rarely need more
+MIN_EXTRA_SHARE = 0.05  # a further homography must explain this share of the matches
+KNOWN_MARGIN = 6.0  # px: target keypoints this close to the hole see its white paint; dropped
+PLANE_SIGMA = 0.05  # of the target's diagonal: how far a plane's inliers vouch for it
+AGREEMENT_BAND = 24.0  # px around the hole where a warp's agreement with the target is measured
+EDGE_RAMP = 8.0  # px: support fades to 0 towards the edge of a warped reference
+CONSENSUS_PATCH = 7  # px: patch over which candidates are compared with each other
+FALLBACK_RADIUS = 5  # px, OpenCV Telea radius for hole pixels no reference covers
+RANSAC_SEED = 0  # OpenCV's RANSAC draws from its global RNG: seeded, the fill is reproducible
+
+
+@dataclass
+class Plane:
+    """One homography of a reference: reference px -> target px, with its inliers."""
+
+    matrix: np.ndarray  # (3, 3) float64, matrix[2, 2] = 1
+    inliers: int
+    error_px: float  # mean reprojection error of the inliers, target px
+    target_points: np.ndarray  # (inliers, 2) target-side inlier positions
+
+
+@dataclass
+class Alignment:
+    """How one reference maps into the target, or why it does not."""
+
+    reference: str
+    matches: int = 0  # correspondences with the target's known region
+    planes: list[Plane] = field(default_factory=list)
+    error: str | None = None  # why the reference could not be aligned
+
+    def report(self) -> dict:
+        return {
+            "reference": self.reference,
+            "matches": self.matches,
+            "inliers": sum(p.inliers for p in self.planes),
+            "reprojection_error_px": (
+                round(
+                    sum(p.error_px * p.inliers for p in self.planes)
+                    / max(1, sum(p.inliers for p in self.planes)),
+                    3,
+                )
+                if self.planes
+                else None
+            ),
+            "homographies": [
+                {
+                    "inliers": p.inliers,
+                    "reprojection_error_px": round(p.error_px, 3),
+                    "matrix": np.round(p.matrix, 8).tolist(),
+                }
+                for p in self.planes
+            ],
+            "error": self.error,
+        }
+
+
+@dataclass
+class WarpFill:
+    """The completion and how it was made."""
+
+    image: Image.Image  # composited over the target, the target's size
+    covered: np.ndarray  # bool (H, W): hole pixels some reference filled
+    source: np.ndarray  # int (H, W): index of the reference with most support, -1 = none
+    alignments: list[Alignment]
+    references: list[dict]  # per reference: report() + colour fit + hole seen / used
+
+    @property
+    def fallback_share(self) -> float:
+        """Share of the hole that no reference covered (inpainted instead)."""
+        hole = self.source != -2
+        return float(1.0 - self.covered[hole].mean()) if hole.any() else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Correspondences and homographies
+# ---------------------------------------------------------------------------------------------
+def match_image(image: Image.Image, name: str, max_side: int, multiple: int = 1):
+    """An in-memory image prepared for loftr_ranking's matchers: grey, long side `max_side`."""
+    from loftr_ranking import MatchImage, match_size
+
+    # Enlarged too (unlike ranking): on small images SIFT finds twice the matches at 2x.
+    scale = max_side / max(image.size)
+    size = match_size((round(image.width * scale), round(image.height * scale)), max_side, multiple)
+    gray = image.convert("L").resize(size, Image.Resampling.LANCZOS)
+    digest = hashlib.sha256(np.asarray(image).tobytes()).hexdigest()  # the matchers' memo key
+    return MatchImage(name, digest, image.size, np.asarray(gray))
+
+
+def known_points(points: np.ndarray, fill_mask: np.ndarray, margin: float) -> np.ndarray:
+    """bool (N,): which (x, y) points lie in the known region, farther than `margin` px from
+    the hole."""
+    from scipy.ndimage import distance_transform_edt
+
+    if len(points) == 0:
+        return np.zeros(0, dtype=bool)
+    distance = distance_transform_edt(~fill_mask)  # 0 in the hole
+    height, width = fill_mask.shape
+    x = np.clip(np.rint(points[:, 0]).astype(int), 0, width - 1)
+    y = np.clip(np.rint(points[:, 1]).astype(int), 0, height - 1)
+    inside = (points[:, 0] >= 0) & (points[:, 0] <= width - 1)
+    inside &= (points[:, 1] >= 0) & (points[:, 1] <= height - 1)
+    return inside & (distance[y, x] > margin)
+
+
+def plausible(matrix: np.ndarray, reference_size: tuple[int, int]) -> bool:
+    """A homography a camera could produce: orientation kept, no fold, scale within 10x."""
+    width, height = reference_size
+    corners = np.array(
+        [[0, 0, 1], [width - 1, 0, 1], [width - 1, height - 1, 1], [0, height - 1, 1]]
+    )
+    mapped = corners @ matrix.T
+    if (mapped[:, 2] <= 0).any():
+        return False  # part of the reference maps through infinity
+    xy = mapped[:, :2] / mapped[:, 2:]
+    edges = np.roll(xy, -1, axis=0) - xy
+    turns = (
+        edges[:, 0] * np.roll(edges, -1, axis=0)[:, 1]
+        - edges[:, 1] * np.roll(edges, -1, axis=0)[:, 0]
+    )
+    if not ((turns > 0).all() or (turns < 0).all()):
+        return False  # folded or non-convex footprint
+    area = 0.5 * abs(np.sum(xy[:, 0] * np.roll(xy[:, 1], -1) - np.roll(xy[:, 0], -1) * xy[:, 1]))
+    ratio = area / ((width - 1) * (height - 1))
+    return 0.01 < ratio < 100.0
+
+
+def fit_homographies(
+    ref_xy: np.ndarray,
+    target_xy: np.ndarray,
+    reference_size: tuple[int, int],
+    threshold: float = RANSAC_THRESHOLD,
+    min_inliers: int = MIN_INLIERS,
+    max_homographies: int = MAX_HOMOGRAPHIES,
+    min_extra_share: float = MIN_EXTRA_SHARE,
+) -> list[Plane]:
+    """Sequential RANSAC: a homography on all matches, then on the outliers, and so on, while
+    each explains at least `min_inliers` and (after the first) `min_extra_share` of them."""
+    import cv2
+
+    planes: list[Plane] = []
+    remaining = np.arange(len(ref_xy))
+    while len(planes) < max_homographies and len(remaining) >= max(4, min_inliers):
+        cv2.setRNGSeed(RANSAC_SEED)
+        src, dst = ref_xy[remaining].astype(np.float64), target_xy[remaining].astype(np.float64)
+        if planes:
+            # A further plane is seen on a small patch (a foreground object): a similarity
+            # (4 degrees of freedom) extrapolates across the hole far better than a homography.
+            matrix, inliers = cv2.estimateAffinePartial2D(
+                src, dst, method=cv2.RANSAC, ransacReprojThreshold=threshold, maxIters=5000
+            )
+            if matrix is not None:
+                matrix = np.vstack([matrix, [0.0, 0.0, 1.0]])
+        else:
+            matrix, inliers = cv2.findHomography(
+                src, dst, cv2.RANSAC, threshold, maxIters=5000, confidence=0.999
+            )
+        if matrix is None or abs(matrix[2, 2]) < 1e-12:
+            break
+        matrix = matrix / matrix[2, 2]
+        inliers = inliers.ravel().astype(bool)
+        count = int(inliers.sum())
+        if count < min_inliers or (planes and count < min_extra_share * len(ref_xy)):
+            break
+        if not plausible(matrix, reference_size):
+            break
+        chosen = remaining[inliers]
+        projected = cv2.perspectiveTransform(ref_xy[chosen][None].astype(np.float64), matrix)[0]
+        error = float(np.linalg.norm(projected - target_xy[chosen], axis=1).mean())
+        planes.append(Plane(matrix, count, error, target_xy[chosen].copy()))
+        remaining = remaining[~inliers]
+    return planes
+
+
+def align(
+    matcher, reference: Image.Image, name: str, target_match, fill_mask: np.ndarray, **fit
+) -> Alignment:
+    """Match one reference against the target's known region and fit its homographies."""
+    alignment = Alignment(name)
+    ref_match = match_image(reference, name, matcher.max_side, matcher.multiple)
+    ref_xy, target_xy = matcher.pairs(ref_match, target_match)
+    keep = known_points(target_xy, fill_mask, KNOWN_MARGIN)
+    ref_xy, target_xy = ref_xy[keep], target_xy[keep]
+    alignment.matches = len(ref_xy)
+    min_inliers = fit.get("min_inliers", MIN_INLIERS)
+    if len(ref_xy) < min_inliers:
+        alignment.error = (
+            f"{len(ref_xy)} correspondences with the target's known region, "
+            f"{min_inliers} needed: this reference does not overlap the known region recognisably"
+        )
+        return alignment
+    alignment.planes = fit_homographies(ref_xy, target_xy, reference.size, **fit)
+    if not alignment.planes:
+        alignment.error = (
+            f"no homography explains {min_inliers} or more of the {len(ref_xy)} correspondences"
+        )
+    return alignment
+
+
+# ---------------------------------------------------------------------------------------------
+# Warping, colour, fusion
+# ---------------------------------------------------------------------------------------------
+def plane_labels(alignment: Alignment, size: tuple[int, int]) -> np.ndarray:
+    """int (H, W): for every target pixel, the plane whose inliers lie densest around it
+    (the plane with most inliers where none is near)."""
+    from scipy.ndimage import gaussian_filter
+
+    width, height = size
+    if len(alignment.planes) == 1:
+        return np.zeros((height, width), dtype=np.intp)
+    sigma = PLANE_SIGMA * float(np.hypot(width, height))
+    density = []
+    for plane in alignment.planes:
+        points = np.zeros((height, width))
+        x = np.clip(np.rint(plane.target_points[:, 0]).astype(int), 0, width - 1)
+        y = np.clip(np.rint(plane.target_points[:, 1]).astype(int), 0, height - 1)
+        np.add.at(points, (y, x), 1.0)
+        density.append(gaussian_filter(points, sigma, mode="constant") + 1e-9 * plane.inliers)
+    return np.argmax(np.stack(density), axis=0)
+
+
+def warp_planes(reference: np.ndarray, alignment: Alignment, size: tuple[int, int]):
+    """The reference warped into the target frame through each of its planes: a list of
+    (float32 (H, W, 3) image, bool (H, W) pixels it covers), one per plane."""
+    import cv2
+
+    ones = np.ones(reference.shape[:2], dtype=np.uint8)
+    out = []
+    for plane in alignment.planes:
+        image = cv2.warpPerspective(
+            reference.astype(np.float32), plane.matrix, size, flags=cv2.INTER_LINEAR
+        )
+        inside = cv2.warpPerspective(ones, plane.matrix, size, flags=cv2.INTER_NEAREST)
+        inside = cv2.erode(inside, np.ones((3, 3), np.uint8)).astype(bool)  # no black rim
+        out.append((image, inside))
+    return out
+
+
+def fit_colour(warped: np.ndarray, target: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Per-channel affine (gain, offset), (3, 2), mapping `warped` to `target` on `region`;
+    refitted once without the worst quarter of residuals (occlusions, misaligned edges)."""
+    fits = np.tile([1.0, 0.0], (3, 1))
+    if region.sum() < 50:
+        return fits  # too few shared pixels to say anything
+    for c in range(3):
+        x = warped[..., c][region].astype(np.float64)
+        y = target[..., c][region].astype(np.float64)
+        keep = np.ones_like(x, dtype=bool)
+        for _ in range(2):
+            design = np.stack([x[keep], np.ones(keep.sum())], axis=1)
+            fits[c] = np.linalg.lstsq(design, y[keep], rcond=None)[0]
+            residual = np.abs(fits[c, 0] * x + fits[c, 1] - y)
+            keep = residual <= np.quantile(residual, 0.75)
+    return fits
+
+
+def apply_colour(warped: np.ndarray, fits: np.ndarray) -> np.ndarray:
+    return np.clip(warped * fits[:, 0] + fits[:, 1], 0.0, 255.0).astype(np.float32)
+
+
+def edge_ramp(valid: np.ndarray) -> np.ndarray:
+    """float (H, W) in [0, 1]: 0 outside the warp, rising to 1 over EDGE_RAMP px inside it."""
+    from scipy.ndimage import distance_transform_edt
+
+    return np.clip(distance_transform_edt(valid) / EDGE_RAMP, 0.0, 1.0)
+
+
+@dataclass
+class Candidate:
+    """One reference warped through one of its planes, colour-matched to the target."""
+
+    reference: int  # index into the references
+    image: np.ndarray  # float32 (H, W, 3)
+    valid: np.ndarray  # bool (H, W)
+    support: np.ndarray  # float (H, W): plane quality x edge ramp x (plane's own region)
+
+
+def consensus_cost(candidates: list[Candidate]) -> np.ndarray:
+    """float (C, H, W): how far each candidate is from what the OTHER references show there
+    (CONSENSUS_PATCH-px patch mean of the absolute difference, nearest plane of each other
+    reference, mean of the closer half of those references); inf where no other reference
+    covers the pixel. A plane that is wrong at a pixel (parallax) shows content the other
+    references place elsewhere, so it disagrees; the right plane agrees."""
+    import cv2
+
+    refs = sorted({c.reference for c in candidates})
+    height, width = candidates[0].valid.shape
+    cost = np.full((len(candidates), height, width), np.inf)
+    for i, ci in enumerate(candidates):
+        per_ref = []
+        for r in refs:
+            if r == ci.reference:
+                continue
+            best = np.full((height, width), np.inf)
+            for cj in candidates:
+                if cj.reference != r:
+                    continue
+                both = ci.valid & cj.valid
+                diff = np.abs(ci.image - cj.image).mean(axis=-1) * both
+                box = (CONSENSUS_PATCH, CONSENSUS_PATCH)
+                patch = cv2.boxFilter(diff, -1, box) / np.maximum(
+                    cv2.boxFilter(both.astype(np.float32), -1, box), 1e-6
+                )
+                best = np.minimum(best, np.where(both, patch, np.inf))
+            per_ref.append(best)
+        if not per_ref:
+            continue
+        stacked = np.sort(np.stack(per_ref), axis=0)
+        finite = np.isfinite(stacked).sum(axis=0)
+        keep = np.maximum(1, (finite + 1) // 2)  # the closer half of the references that see it
+        ranks = np.arange(len(per_ref))[:, None, None]
+        closer = np.where(ranks < keep, np.where(np.isfinite(stacked), stacked, 0.0), 0.0)
+        cost[i] = np.where(finite > 0, closer.sum(axis=0) / keep, np.inf)
+    return cost
+
+
+def warp_fill(
+    target: Image.Image,
+    fill_mask: np.ndarray,
+    references: list[tuple[str, Image.Image]],
+    matcher,
+    max_homographies: int = MAX_HOMOGRAPHIES,
+    colour_fit: bool = True,
+    feather_radius: float = FEATHER_RADIUS,
+) -> WarpFill:
+    """Complete `target` (hole: `fill_mask` True) from `references` [(name, image)].
+
+    `matcher` is a loftr_ranking matcher (make_matcher("sift") needs no weights). A reference
+    that cannot be aligned is reported in its Alignment and otherwise ignored.
+    """
+    import cv2
+    from scipy.ndimage import distance_transform_edt
+
+    size = target.size
+    target_px = np.asarray(target.convert("RGB"))
+    known = ~fill_mask
+    near_hole = (distance_transform_edt(known) <= AGREEMENT_BAND) & known
+    target_match = match_image(target, "target", matcher.max_side, matcher.multiple)
+
+    alignments, reports, candidates = [], [], []
+    for r, (name, reference) in enumerate(references):
+        alignment = align(
+            matcher, reference, name, target_match, fill_mask, max_homographies=max_homographies
+        )
+        alignments.append(alignment)
+        report = alignment.report() | {"colour_fit": None, "hole_seen": 0.0, "hole_used": 0.0}
+        reports.append(report)
+        if alignment.error:
+            continue
+        planes = warp_planes(np.asarray(reference.convert("RGB")), alignment, size)
+        labels = plane_labels(alignment, size)
+        # One colour fit per reference, on the known pixels, each through its densest plane.
+        labelled = np.choose(labels[..., None], [image for image, _ in planes])
+        covered_known = known & np.choose(labels, [valid for _, valid in planes])
+        fits = (
+            fit_colour(labelled, target_px, covered_known)
+            if colour_fit
+            else np.tile([1.0, 0.0], (3, 1))
+        )
+        report["colour_fit"] = np.round(fits, 4).tolist()
+        report["hole_seen"] = round(
+            float(np.any([v for _, v in planes], axis=0)[fill_mask].mean()), 4
+        )
+        for k, (plane, (image, valid)) in enumerate(zip(alignment.planes, planes, strict=True)):
+            image = apply_colour(image, fits)
+            # Trust: inliers, reprojection error, agreement with the target next to the hole.
+            difference = np.abs(image - target_px).mean(axis=-1)
+            band = near_hole & valid & (labels == k)
+            if not band.any():
+                band = known & valid & (labels == k)
+            agreement = float(np.median(difference[band])) if band.any() else 255.0
+            quality = plane.inliers / (1.0 + plane.error_px**2) / (1.0 + (agreement / 8.0) ** 2)
+            own = (labels == k) + 1e-3  # another plane's region: only where nothing else is
+            candidates.append(Candidate(r, image, valid, quality * edge_ramp(valid) * own))
+
+    height, width = fill_mask.shape
+    filled = target_px.astype(np.float32)
+    source = np.full((height, width), -1, dtype=np.intp)
+    covered = np.zeros((height, width), dtype=bool)
+    if candidates:
+        support = np.stack([c.support for c in candidates])  # (C, H, W), 0 where not valid
+        cost = consensus_cost(candidates)
+        cost = np.where(support > 0, cost, np.inf)
+        # Where two or more references see a pixel, the candidate the others agree with
+        # wins (support breaks near-ties); where one does, its best-supported plane.
+        agreed = np.isfinite(cost).any(axis=0)
+        score = np.where(agreed, -cost + 1e-6 * np.log(support + 1e-30), np.log(support + 1e-30))
+        score = np.where(support > 0, score, -np.inf)
+        best = np.argmax(score, axis=0)
+        any_valid = (support > 0).any(axis=0)
+        chosen = np.take_along_axis(
+            np.stack([c.image for c in candidates]), best[None, ..., None], 0
+        )[0]
+        filled[any_valid] = chosen[any_valid]  # the feather band outside the hole blends it too
+        covered = fill_mask & any_valid
+        owner = np.array([c.reference for c in candidates])[best]
+        source = np.where(any_valid, owner, -1)
+        for i in range(len(references)):
+            reports[i]["hole_used"] = round(
+                float((covered & (owner == i)).sum() / fill_mask.sum()), 4
+            )
+    uncovered = fill_mask & ~covered
+    filled_u8 = np.clip(np.rint(filled), 0, 255).astype(np.uint8)
+    if uncovered.any():
+        filled_u8 = cv2.inpaint(
+            filled_u8, uncovered.astype(np.uint8) * 255, FALLBACK_RADIUS, cv2.INPAINT_TELEA
+        )
+    source = np.where(fill_mask, source, -2)  # -2: known pixel
+    image = composite(Image.fromarray(filled_u8), target.convert("RGB"), fill_mask, feather_radius)
+    return WarpFill(image, covered, source, alignments, reports)
