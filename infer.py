@@ -40,8 +40,10 @@ import realfill_utils as ru
 SCHEMA_VERSION = 1  # of completions.json
 BATCH_SIZE = 4  # images per pipeline call: SD2 at 512 px fits a 16 GB GPU in fp32 at 4
 MIXED_PRECISION = ("no", "fp16", "bf16")  # fp16 needs CUDA; bf16 also runs on CPU
+SCRIPT = "infer.py"  # the owner recorded in the output folder's manifest
 COMPLETIONS_FILE = "completions.json"
 RAW_DIR = "raw"  # --keep_raw: uncomposited generations at the model size
+RANKING_FILE = "loftr_ranking_scores.json"  # loftr_ranking.py's scores of these completions
 _NUMBERED_PNG = re.compile(r"^\d+\.png$")
 
 
@@ -270,15 +272,53 @@ def complete(
             yield seed, raw, ru.composite(raw, target, fill_mask, feather_radius)
 
 
+def output_entries(num_images: int, keep_raw: bool) -> list[str]:
+    """The top-level names this script writes into --output_dir."""
+    # The ranking of the completions belongs to them: a new run makes it stale, so it goes too.
+    names = [COMPLETIONS_FILE, RANKING_FILE, *(f"{i}.png" for i in range(num_images))]
+    return names + ([RAW_DIR] if keep_raw else [])
+
+
 def clear_previous(output_dir: Path) -> None:
     """Delete an earlier run's numbered PNGs (also in raw/) and its completions.json, so a
-    re-run with fewer images or an interrupted re-run never mixes with old results."""
-    (output_dir / COMPLETIONS_FILE).unlink(missing_ok=True)
-    for folder in (output_dir, output_dir / RAW_DIR):
-        if folder.is_dir():
-            for entry in folder.iterdir():
-                if _NUMBERED_PNG.match(entry.name) and entry.is_file():
-                    entry.unlink()
+    re-run with fewer images or an interrupted re-run never mixes with old results. Only
+    entries an earlier infer.py recorded as its own (ru.owned_entries) are touched."""
+    owned = ru.owned_entries(output_dir)
+    for name in (COMPLETIONS_FILE, RANKING_FILE):
+        if name in owned:
+            (output_dir / name).unlink(missing_ok=True)
+    for entry in output_dir.iterdir():
+        if entry.name in owned and _NUMBERED_PNG.match(entry.name) and entry.is_file():
+            entry.unlink()
+    if RAW_DIR in owned and (output_dir / RAW_DIR).is_dir():
+        for entry in (output_dir / RAW_DIR).iterdir():
+            if _NUMBERED_PNG.match(entry.name) and entry.is_file():
+                entry.unlink()
+
+
+def scene_folder(image_path: Path) -> Path:
+    """The scene a target image belongs to: <scene> for <scene>/target/target.png, else the
+    image's own folder."""
+    folder = Path(image_path).resolve().parent
+    return folder.parent if folder.name == "target" else folder
+
+
+def check_inputs(args: argparse.Namespace):
+    """Check target, mask, model folder and output folder without importing torch; return
+    (target, fill_mask, model source, output folder, the input folders it may not overlap).
+    Every problem is a SceneError."""
+    target = ru.load_image(args.validation_image)
+    fill_mask = ru.load_mask(args.validation_mask)
+    ru.check_mask(fill_mask, Path(args.validation_mask), target.size)
+    source = inspect_model_path(args.model_path, args.pretrained_model_name_or_path)
+    inputs = {
+        "the scene": scene_folder(args.validation_image),
+        "the mask's folder": Path(args.validation_mask).resolve().parent,
+        "the model folder": source.path,
+    }
+    entries = output_entries(args.num_images, args.keep_raw)
+    output_dir = ru.claim_output_dir(args.output_dir, SCRIPT, entries, inputs, record=False)
+    return target, fill_mask, source, output_dir, inputs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,11 +328,17 @@ def run(args: argparse.Namespace, progress: Callable | None = None) -> dict:
     """Validate everything, load the model, write the completions; return completions.json."""
     started = time.perf_counter()
     # 1. Inputs, model folder, output folder and device: all checked before any model loads.
-    target = ru.load_image(args.validation_image)
-    fill_mask = ru.load_mask(args.validation_mask)
-    ru.check_mask(fill_mask, Path(args.validation_mask), target.size)
-    source = inspect_model_path(args.model_path, args.pretrained_model_name_or_path)
-    output_dir = ru.check_output_dir(args.output_dir)
+    target, fill_mask, source, output_dir, inputs = check_inputs(args)
+    if not ru.is_main_process():  # rank 0 holds the lock and records the outputs
+        return _run(args, target, fill_mask, source, output_dir, started, progress)
+    with ru.output_lock(output_dir, SCRIPT):  # a second run into this folder is refused
+        entries = output_entries(args.num_images, args.keep_raw)
+        ru.claim_output_dir(output_dir, SCRIPT, entries, inputs)  # checked again, recorded
+        return _run(args, target, fill_mask, source, output_dir, started, progress)
+
+
+def _run(args, target, fill_mask, source, output_dir, started, progress) -> dict:
+    """Load the model and write the completions into the checked `output_dir`."""
     device = resolve_device(args.device)
     dtype = torch_dtype(args.mixed_precision, device)
     resolution = args.resolution or source.settings.get("resolution", ru.RESOLUTION)
@@ -477,19 +523,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     done = []
     try:
         record = run(args, progress=done.append)
     except ru.SceneError as err:
-        sys.exit(f"error: {err}")
+        print(f"error: {err}", file=sys.stderr)
+        return ru.EXIT_INPUT
     except KeyboardInterrupt:
-        sys.exit(
+        print(
             f"interrupted: {len(done)} completions written to {args.output_dir}, no "
-            f"{COMPLETIONS_FILE}; run again to regenerate them all"
+            f"{COMPLETIONS_FILE}; run again to regenerate them all",
+            file=sys.stderr,
         )
-    if process_state(args.device).is_main_process:
+        return ru.EXIT_INTERRUPTED
+    if ru.is_main_process():
         t = record["timings"]
         width, height = record["model_size"]
         print(
@@ -498,7 +547,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{args.num_inference_steps} steps) -> {args.output_dir} in {t['total_s']:.1f} s "
             f"(load {t['load_s']:.1f} s, {t['per_image_s']:.2f} s/image)"
         )
+    return ru.EXIT_OK
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -59,6 +60,21 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 class SceneError(ValueError):
     """Bad user input (scene files, model folders, output folders): the message names the fix."""
+
+
+# Exit status of every script: one convention, so a shell loop or a scheduler can tell them apart.
+EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130  # 1: a stage failed; 2: bad input
+
+
+def note(message: str) -> None:
+    """A one-line notice on stderr for the user (not a Python warning with file and line)."""
+    print(f"note: {message}", file=sys.stderr, flush=True)
+
+
+def _names(paths, limit: int = 8) -> str:
+    names = [Path(p).name for p in paths]
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,15 +188,15 @@ def load_scene(scene_dir: str | os.PathLike, require_references: bool = True) ->
     if ref_dir.is_dir():
         reference_paths, ignored = list_images(ref_dir)
     if require_references and not reference_paths:
+        skipped = f" (skipped: {_names(ignored)})" if ignored else ""
         raise SceneError(
-            f"{ref_dir}: no reference images found: put 1-5 photos of the scene "
+            f"{ref_dir}: no reference images found{skipped}: put 1-5 photos of the scene "
             f"({', '.join(IMAGE_EXTENSIONS)}) in this folder"
         )
     if ignored:
-        warnings.warn(
+        note(
             f"{ref_dir}: ignoring {len(ignored)} hidden or non-image entr"
-            f"{'y' if len(ignored) == 1 else 'ies'}: {', '.join(p.name for p in ignored)}",
-            stacklevel=2,
+            f"{'y' if len(ignored) == 1 else 'ies'}: {_names(ignored)}"
         )
     for name in ("target.png", "mask.png"):
         if not (target_dir / name).is_file():
@@ -218,6 +234,114 @@ def check_output_dir(path: str | os.PathLike) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
+# Output folders: a script writes only where nothing of the user's lives, and deletes or
+# overwrites only entries that it recorded as its own.
+# ---------------------------------------------------------------------------------------------
+MANIFEST_FILE = ".realfill-outputs.json"  # {"schema_version": 1, "script": ..., "entries": [...]}
+LOCK_FILE = ".realfill.lock"  # held by the run writing into the folder
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
+def overlaps(a: Path, b: Path) -> bool:
+    """Whether one folder is, or lies inside, the other."""
+    return _inside(a, b) or _inside(b, a)
+
+
+def is_main_process() -> bool:
+    """Rank 0 of an `accelerate launch` (or a plain run), read from the environment so that it
+    can be asked before torch is imported."""
+    return os.environ.get("RANK", "0") in ("0", "")
+
+
+def owned_entries(folder: str | os.PathLike) -> set[str]:
+    """Top-level names in `folder` that a script recorded as its outputs (MANIFEST_FILE)."""
+    try:
+        entries = json.loads((Path(folder) / MANIFEST_FILE).read_text()).get("entries", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {e for e in entries if isinstance(e, str)}
+
+
+def _manifest_script(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / MANIFEST_FILE).read_text()).get("script")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def claim_output_dir(
+    path: str | os.PathLike,
+    script: str,
+    entries,
+    inputs: dict[str, Path] | None = None,
+    flag: str = "--output_dir",
+    record: bool = True,
+) -> Path:
+    """Check that `path` may take `script`'s outputs, create it, record them; return the folder.
+
+    `entries`: the top-level names this run writes. Refused with a SceneError that names the
+    folder and the fix, before anything is written: a folder that is, holds or lies inside one of
+    `inputs` ({what: folder}); a folder with visible entries that no earlier run of `script`
+    recorded in its MANIFEST_FILE (the user's files: they are never deleted or overwritten).
+    Hidden entries are the user's too, and are left alone. `record=False` only checks (the
+    other processes of an `accelerate launch`; rank 0 records).
+    """
+    path = Path(path)
+    for what, folder in (inputs or {}).items():
+        if overlaps(path, folder):
+            raise SceneError(
+                f"{flag} {path} overlaps {what} {folder}: inputs are only read, so put the "
+                "output in a folder outside it"
+            )
+    owner = _manifest_script(path) if path.is_dir() else None
+    if owner is not None and owner != script:
+        raise SceneError(
+            f"{flag} {path} holds the outputs of {owner}, not of {script}: choose another {flag}"
+        )
+    recorded = owned_entries(path)
+    if path.is_file():
+        raise SceneError(f"{flag} {path} is a file: pass a folder")
+    if path.is_dir():
+        foreign = [e for e in sorted(path.iterdir()) if not e.name.startswith(".")]
+        foreign = [e for e in foreign if e.name not in recorded]
+        if foreign:
+            raise SceneError(
+                f"{flag} {path} holds {len(foreign)} entr{'y' if len(foreign) == 1 else 'ies'} "
+                f"that {script} did not write ({_names(foreign)}); it deletes and overwrites "
+                f"only its own outputs: choose a new or empty {flag}, or move those files away"
+            )
+    check_output_dir(path)
+    if record:
+        manifest = {"schema_version": 1, "script": script, "entries": sorted(recorded | {*entries})}
+        atomic_write_json(manifest, path / MANIFEST_FILE)
+    return path
+
+
+@contextlib.contextmanager
+def output_lock(path: str | os.PathLike, script: str, flag: str = "--output_dir"):
+    """Hold LOCK_FILE in `path` for the block: a second run into the same folder is refused
+    at once (SceneError), so two runs can never interleave their files."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(Path(path) / LOCK_FILE, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise SceneError(
+            f"{flag} {path}: another {script} run is writing into this folder; wait for it to "
+            f"finish or choose another {flag}"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+# ---------------------------------------------------------------------------------------------
 # Atomic writes: a later run trusts what it finds, so nothing half-written may ever be there.
 # ---------------------------------------------------------------------------------------------
 @contextlib.contextmanager
@@ -233,9 +357,11 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False):
         tmp = Path(name)
     umask = os.umask(0)
     os.umask(umask)
-    tmp.chmod((0o777 if is_dir else 0o666) & ~umask)  # mkstemp/mkdtemp make them private
     try:
         yield tmp
+        # mkstemp/mkdtemp make them private, and some writers (safetensors) replace the file
+        # with a private one of their own: the result follows the umask like every other output.
+        tmp.chmod((0o777 if is_dir else 0o666) & ~umask)
         if is_dir and path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

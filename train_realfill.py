@@ -16,6 +16,7 @@ the UNet and text-encoder attention, learning rates 2e-4 / 4e-5, resolution 512.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
@@ -23,12 +24,14 @@ import random
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 import realfill_utils as ru
+
+if TYPE_CHECKING:  # torch is imported where it is used: --help and bad input answer at once
+    import torch
 
 SCHEMA_VERSION = 1  # of realfill_settings.json
 PROMPT_DROPOUT = 0.1  # the paper drops the prompt with p = 0.1 ...
@@ -49,6 +52,7 @@ logger = logging.getLogger("realfill")
 def random_fill_mask(size: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Random training mask (size, size), float 1 = fill: a union of random rectangles or, with
     p = 0.5, its complement; with p = FULL_MASK_PROBABILITY everything is filled."""
+    import torch
 
     def uniform(low: float, high: float) -> float:
         return low + (high - low) * torch.rand((), generator=generator).item()
@@ -70,6 +74,8 @@ def random_crop_box(
     height: int, width: int, generator: torch.Generator | None = None
 ) -> tuple[int, int, int, int]:
     """(top, left, h, w) of a random crop with area in CROP_SCALE and aspect in CROP_RATIO."""
+    import torch
+
     area = height * width
     log_ratio = (math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]))
     for _ in range(10):
@@ -97,6 +103,8 @@ class SceneSampler:
     """
 
     def __init__(self, scene: ru.Scene, resolution: int):
+        import torch
+
         self.resolution = resolution
         self.images: list[torch.Tensor] = []  # (3, H, W) float in [-1, 1]
         self.holes: list[torch.Tensor] = []  # (1, H, W) float, 1 = unknown pixel
@@ -115,6 +123,9 @@ class SceneSampler:
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict:
         """A fresh batch: images (B,3,R,R) in [-1,1], fill_mask (B,1,R,R) 1 = masked for the
         model, hole (B,1,R,R) 1 = pixel unknown in the scene (only ever set for the target)."""
+        import torch
+        import torch.nn.functional as F
+
         size = self.resolution
         indices = torch.randint(0, len(self), (batch_size,), generator=generator)
         images, fill_masks, holes = [], [], []
@@ -150,6 +161,8 @@ def masked_mse(
 
 def known_latent_weight(hole: torch.Tensor, latent_size: tuple[int, int]) -> torch.Tensor:
     """Loss weight at latent resolution: 1 where the whole latent cell is known, else 0."""
+    import torch.nn.functional as F
+
     return 1.0 - F.adaptive_max_pool2d(hole, latent_size)
 
 
@@ -180,6 +193,9 @@ def training_loss(batch: dict, models: dict, prompt_ids: torch.Tensor, empty_ids
     The UNet sees noisy latents + the training mask + latents of the masked image, exactly as
     StableDiffusionInpaintPipeline feeds it at inference.
     """
+    import torch
+    import torch.nn.functional as F
+
     vae, unet, text_encoder, noise_scheduler = (
         models["vae"],
         models["unet"],
@@ -241,6 +257,8 @@ def trainable_state(models) -> dict[str, torch.Tensor]:
 
 
 def rng_state() -> dict:
+    import torch
+
     state = {
         "python": random.getstate(),
         "numpy": np.random.get_state(),
@@ -252,6 +270,8 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    import torch
+
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
@@ -274,6 +294,8 @@ def save_checkpoint(
     accelerator, output_dir: Path, step: int, lora_models, optimizer, scheduler, limit
 ):
     """Write checkpoints/checkpoint-<step>/ atomically: a partial folder renamed when complete."""
+    import torch
+
     final = output_dir / "checkpoints" / f"checkpoint-{step}"
     partial = final.with_name(f".{final.name}.partial")
     if accelerator.is_main_process:
@@ -303,6 +325,8 @@ def save_checkpoint(
 
 def load_checkpoint(accelerator, path: Path, lora_models, optimizer, scheduler) -> int:
     """Restore LoRA weights, optimizer, LR schedule and this process's RNG; return the step."""
+    import torch
+
     state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
     if state["num_processes"] != accelerator.num_processes:
         raise ru.SceneError(
@@ -350,6 +374,7 @@ def resolve_resume(spec: str | None, output_dir: Path) -> Path | None:
 # ---------------------------------------------------------------------------------------------
 def run_validation(accelerator, components, scene, args, step: int, weight_dtype) -> None:
     """Complete the ORIGINAL target with the current models; log and save a preview grid."""
+    import torch
     from PIL import Image
 
     unet, text_encoder = (
@@ -401,18 +426,46 @@ def run_validation(accelerator, components, scene, args, step: int, weight_dtype
 # ---------------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------------
-def train(args: argparse.Namespace) -> Path:
-    """Train LoRA adapters on one scene; return the output folder."""
+SCRIPT = "train_realfill.py"  # the owner recorded in the output folder's manifest
+MERGED_PIPELINE = ["model_index.json", "unet", "text_encoder", "vae", "tokenizer", "scheduler"]
+
+
+def output_entries(args: argparse.Namespace) -> list[str]:
+    """The top-level names this script writes into --output_dir."""
+    names = [ru.LORA_FILE, ru.SETTINGS_FILE, "checkpoints", "logs", "validation"]
+    return names + (MERGED_PIPELINE if args.save_merged_pipeline else [])
+
+
+def check_inputs(args: argparse.Namespace) -> tuple[ru.Scene, Path | None]:
+    """Check everything a user can get wrong (scene, output folder, resume point, base model)
+    without importing torch; return the scene and the checkpoint to resume from.
+
+    The output folder may not overlap the scene, nor hold files this script did not write.
+    """
+    scene = ru.load_scene(args.train_data_dir)
+    ru.resolve_model_path(args.pretrained_model_name_or_path)
+    args.output_dir = ru.claim_output_dir(
+        args.output_dir,
+        SCRIPT,
+        output_entries(args),
+        {"the scene": args.train_data_dir},
+        record=ru.is_main_process(),
+    )
+    resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
+    return scene, resume
+
+
+def train(args: argparse.Namespace, checked: tuple | None = None) -> Path:
+    """Train LoRA adapters on one scene; return the output folder. `checked`: what
+    check_inputs(args) returned, when the caller has already called it."""
+    import torch
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import cast_training_params
     from tqdm.auto import tqdm
 
-    # Everything a user can get wrong is checked before any model is loaded.
-    scene = ru.load_scene(args.train_data_dir)
-    args.output_dir = ru.check_output_dir(args.output_dir)
-    resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
+    scene, resume = checked or check_inputs(args)
     requested = args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
     if requested == "fp16" and not torch.cuda.is_available():
         raise ru.SceneError(
@@ -587,6 +640,8 @@ def enable_xformers(unet, device) -> None:
 
 
 def make_optimizer(param_groups, use_8bit_adam: bool):
+    import torch
+
     if use_8bit_adam:
         try:
             import bitsandbytes as bnb
@@ -736,17 +791,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     logging.basicConfig(format="%(message)s", level=logging.INFO)
-    ru.quiet_libraries()
     args = parse_args(argv)
     try:
-        train(args)
+        checked = check_inputs(args)  # before torch: bad input is answered at once
+        main_process = ru.is_main_process()
+        with ru.output_lock(args.output_dir, SCRIPT) if main_process else contextlib.nullcontext():
+            ru.quiet_libraries()
+            train(args, checked)
     except ru.SceneError as err:
-        sys.exit(f"error: {err}")
+        print(f"error: {err}", file=sys.stderr)
+        return ru.EXIT_INPUT
     except KeyboardInterrupt:
-        sys.exit("interrupted; continue with --resume_from_checkpoint latest")
+        print("interrupted; continue with --resume_from_checkpoint latest", file=sys.stderr)
+        return ru.EXIT_INTERRUPTED
+    return ru.EXIT_OK
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -115,8 +115,8 @@ def assert_known_region_kept(completion: Image.Image, scene: ru.Scene, radius: f
 def test_script_writes_completions_and_reads_training_settings(lora_dir, tmp_path):
     scene = make_scene(tmp_path / "scene")
     out = tmp_path / "results"
-    out.mkdir()
-    for stale in ("7.png", "completions.json"):  # an earlier, longer run
+    ru.claim_output_dir(out, "infer.py", ["7.png", "completions.json"])  # an earlier, longer
+    for stale in ("7.png", "completions.json"):  # run recorded and wrote these
         (out / stale).write_bytes(b"old")
     cmd = [
         sys.executable,
@@ -137,7 +137,7 @@ def test_script_writes_completions_and_reads_training_settings(lora_dir, tmp_pat
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "3 completions of 48x40" in proc.stdout
 
-    assert sorted(p.name for p in out.iterdir()) == [
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
         "0.png",
         "1.png",
         "2.png",
@@ -266,8 +266,8 @@ def test_merged_folders_load_and_match_the_lora_folder(pipes, merged_dir, tiny_m
 def test_interrupted_run_leaves_only_whole_images(lora_dir, tmp_path, monkeypatch):
     scene = make_scene(tmp_path / "scene")
     out = tmp_path / "results"
-    out.mkdir()
-    (out / "completions.json").write_text("{}")  # an earlier run's, which no longer holds
+    ru.claim_output_dir(out, "infer.py", ["completions.json"])  # an earlier run's, which
+    (out / "completions.json").write_text("{}")  # no longer holds
     saves = []
     real_save = Image.Image.save
 
@@ -292,7 +292,8 @@ def test_interrupted_run_leaves_only_whole_images(lora_dir, tmp_path, monkeypatc
     )
     with pytest.raises(KeyboardInterrupt):
         infer.run(args)
-    assert sorted(p.name for p in out.iterdir()) == ["0.png"]  # no temp file, no stale JSON
+    # no temp file, no stale JSON (the hidden manifest and lock are the folder's bookkeeping)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".realfill")) == ["0.png"]
     monkeypatch.undo()
     assert Image.open(out / "0.png").size == (48, 40)
 
@@ -385,6 +386,6 @@ def test_script_reports_bad_input_without_traceback(lora_dir, tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "infer.py"), *argv], capture_output=True, text=True
     )
-    assert proc.returncode == 1
+    assert proc.returncode == ru.EXIT_INPUT  # was 1: bad input exits 2 in every script
     assert proc.stderr.startswith("error: ") and expected in proc.stderr
     assert "Traceback" not in proc.stderr

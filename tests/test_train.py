@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -266,7 +267,7 @@ def test_two_processes_train_and_only_one_writes(tiny_model, tmp_path):
         ("empty mask", "no fill pixels"),
     ],
 )
-def test_bad_scene_fails_before_the_model_loads(tmp_path, breakage, expected):
+def test_bad_scene_fails_before_the_model_loads(tmp_path, breakage, expected, capsys):
     scene = make_scene(tmp_path / "scene")
     if breakage == "mask size":
         Image.new("L", (10, 10), 255).save(scene / "target" / "mask.png")
@@ -277,21 +278,23 @@ def test_bad_scene_fails_before_the_model_loads(tmp_path, breakage, expected):
         Image.new("L", (48, 40), 0).save(scene / "target" / "mask.png")
     # The model path does not exist: the scene error must come first.
     args = ["--pretrained_model_name_or_path", str(tmp_path / "no-model")]
-    with pytest.raises(SystemExit, match=expected):
-        tr.main([*args, "--train_data_dir", str(scene), "--output_dir", str(tmp_path / "o")])
+    argv = [*args, "--train_data_dir", str(scene), "--output_dir", str(tmp_path / "o")]
+    assert tr.main(argv) == ru.EXIT_INPUT
+    assert expected in capsys.readouterr().err
     assert not (tmp_path / "o" / ru.LORA_FILE).exists()
 
 
-def test_unavailable_base_model_is_a_clear_error(tmp_path):
+def test_unavailable_base_model_is_a_clear_error(tmp_path, capsys):
     scene = make_scene(tmp_path / "scene")
-    with pytest.raises(SystemExit, match="unavailable.*local pipeline folder"):
-        tr.main(["--pretrained_model_name_or_path", "nobody/uncached-model",
-                 "--train_data_dir", str(scene), "--output_dir", str(tmp_path / "o")])  # fmt: skip
+    assert tr.main(["--pretrained_model_name_or_path", "nobody/uncached-model",
+                    "--train_data_dir", str(scene),
+                    "--output_dir", str(tmp_path / "o")]) == ru.EXIT_INPUT  # fmt: skip
+    assert re.search("unavailable.*local pipeline folder", capsys.readouterr().err)
 
 
-def test_fp16_on_cpu_is_refused(tiny_model, tmp_path):
+def test_fp16_on_cpu_is_refused(tiny_model, tmp_path, capsys):
     scene = make_scene(tmp_path / "scene")
-    with pytest.raises(SystemExit, match="fp16 needs a CUDA GPU"):
-        tr.main(["--pretrained_model_name_or_path", str(tiny_model), "--train_data_dir",
-                 str(scene), "--output_dir", str(tmp_path / "o"),
-                 "--mixed_precision", "fp16"])  # fmt: skip
+    assert tr.main(["--pretrained_model_name_or_path", str(tiny_model), "--train_data_dir",
+                    str(scene), "--output_dir", str(tmp_path / "o"),
+                    "--mixed_precision", "fp16"]) == ru.EXIT_INPUT  # fmt: skip
+    assert "fp16 needs a CUDA GPU" in capsys.readouterr().err

@@ -57,7 +57,7 @@ def test_16bit_image_is_scaled_not_clipped(tmp_path):
     assert np.asarray(ru.load_image(tmp_path / "g.png"))[0, 0, 0] == 128
 
 
-def test_scene_ignores_hidden_and_non_images_with_one_warning(scene_dir):
+def test_scene_ignores_hidden_and_non_images_with_one_notice(scene_dir, capsys):
     (scene_dir / "ref" / ".DS_Store").write_bytes(b"\0\1")
     (scene_dir / "ref" / ".ipynb_checkpoints").mkdir()
     (scene_dir / "ref" / "notes.txt").write_text("hi")
@@ -65,7 +65,11 @@ def test_scene_ignores_hidden_and_non_images_with_one_warning(scene_dir):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         scene = ru.load_scene(scene_dir)
-    assert len([w for w in caught if "ignoring 3" in str(w.message)]) == 1
+    # One plain line on stderr, not a Python warning with file and line (was a UserWarning).
+    assert not caught
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("note: ") and "ignoring 3" in err
+    assert "notes.txt" in err and "Warning" not in err
     assert [p.name for p in scene.reference_paths] == ["0.png", "1.jpg", "2.png", "extra.webp"]
     assert scene.fill_mask.dtype == bool and scene.fill_mask.sum() == 24 * 20
     assert scene.gt is not None and scene.target.size == (48, 40)
@@ -183,3 +187,63 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_lora_file_follows_the_umask(tmp_path):
+    """safetensors writes a private file of its own: the LoRA must still follow the umask."""
+    import os
+
+    import torch
+    from safetensors.torch import save_file
+
+    umask = os.umask(0o022)
+    try:
+        with ru.atomic_path(tmp_path / ru.LORA_FILE) as tmp:
+            save_file({"w": torch.zeros(2)}, str(tmp))  # as diffusers' save_lora_weights does
+    finally:
+        os.umask(umask)
+    assert (tmp_path / ru.LORA_FILE).stat().st_mode & 0o777 == 0o644
+
+
+def test_ref_of_only_junk_names_what_it_skipped(scene_dir):
+    for p in (scene_dir / "ref").iterdir():
+        p.unlink()
+    (scene_dir / "ref" / "notes.txt").write_text("hi")
+    (scene_dir / "ref" / "photo.heic").write_bytes(b"\0")
+    with pytest.raises(ru.SceneError, match=r"no reference images found \(skipped: notes.txt, "):
+        ru.load_scene(scene_dir)
+
+
+def test_output_folder_with_user_files_is_refused_and_they_survive(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "1.png").write_bytes(b"the user's photo")
+    with pytest.raises(ru.SceneError, match=r"out holds 1 entry that infer.py did not write \(1"):
+        ru.claim_output_dir(out, "infer.py", ["0.png", "1.png"])
+    assert (out / "1.png").read_bytes() == b"the user's photo"
+    assert not (out / ru.MANIFEST_FILE).exists()
+    # What a run recorded as its own it may replace later; another script's folder is refused.
+    fresh = ru.claim_output_dir(tmp_path / "fresh", "infer.py", ["0.png"])
+    (fresh / "0.png").write_bytes(b"completion")
+    assert ru.claim_output_dir(fresh, "infer.py", ["0.png", "1.png"]) == fresh
+    assert ru.owned_entries(fresh) == {"0.png", "1.png"}
+    with pytest.raises(ru.SceneError, match="holds the outputs of infer.py"):
+        ru.claim_output_dir(fresh, "train_realfill.py", ["logs"])
+
+
+def test_output_folder_may_not_overlap_an_input(scene_dir):
+    for out in (scene_dir / "ref", scene_dir, scene_dir.parent):
+        with pytest.raises(ru.SceneError, match="overlaps the scene"):
+            ru.claim_output_dir(out, "infer.py", ["0.png"], {"the scene": scene_dir})
+    assert not (scene_dir / "ref" / ru.MANIFEST_FILE).exists()
+
+
+def test_a_second_run_into_a_locked_folder_is_refused(tmp_path):
+    with (
+        ru.output_lock(tmp_path, "infer.py"),
+        pytest.raises(ru.SceneError, match="another infer.py run is writing"),
+        ru.output_lock(tmp_path, "infer.py"),
+    ):
+        pass
+    with ru.output_lock(tmp_path, "infer.py"):  # released: free again
+        pass
