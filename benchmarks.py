@@ -1,14 +1,17 @@
 """Evaluate RealFill results with the paper's six metrics, cached, and write the reports.
 
-Finds RealBench-<N>-results[-variant] and Custom-<N>-results[-variant] folders, scores every
-completion against its scene's target/gt.png inside target/mask.png (PSNR, SSIM, LPIPS) or on
-the full image (DreamSim, DINO, CLIP), ranks completions by correspondences for the
+Finds RealBench-<name>-results[-variant] and Custom-<name>-results[-variant] folders (a scene
+name is letters, digits and underscores, e.g. 23 or flowerwoman), scores every completion
+against its scene's target/gt.png inside target/mask.png (PSNR, SSIM, LPIPS) or on the full
+image (DreamSim, DINO, CLIP), ranks completions by correspondences for the
 seed-selection analysis, and writes a text + Markdown report, per-image CSV/JSON, plots and
-contact sheets. Example:
-    python benchmarks.py --results_base_dir ./realfill_results \
+contact sheets. A scene without target/gt.png can only be ranked (--metrics loftr). Examples:
+
+    python benchmarks.py --results_base_dir ./realfill_results \\
         --realbench_dataset_dir ./realfill_data_release_full --output_file ./benchmark_report.txt
-    python benchmarks.py --results_base_dir ./realfill_results \
+    python benchmarks.py --results_base_dir ./realfill_results \\
         --realbench_dataset_dir ./realfill_data_release_full --metrics PSNR SSIM --force_recalc SSIM
+
 Learned metrics take local weights from REALFILL_LPIPS_WEIGHTS, REALFILL_DREAMSIM_WEIGHTS,
 REALFILL_DINO_WEIGHTS and REALFILL_CLIP_WEIGHTS (see docs/benchmarks.md).
 """
@@ -23,10 +26,22 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmark.common import METRICS, HelpFormatter
+from benchmark.common import METRICS
 from benchmark.report import Summary, write_reports
-from benchmark.suite import discover, evaluate, rank
-from realfill_utils import NUM_IMAGES, SceneError
+from benchmark.suite import RANKING_FILE, discover, evaluate, rank
+from realfill_utils import (
+    EXIT_FAILED,
+    EXIT_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    NUM_IMAGES,
+    HelpFormatter,
+    SceneError,
+)
+
+
+class NothingScored(RuntimeError):
+    """Every requested metric ran, and none scored a single image."""
 
 
 def metric_name(text: str) -> str:
@@ -45,7 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--results_base_dir",
         type=Path,
         required=True,
-        help="folder holding the RealBench-<N>-results[-variant] folders",
+        help="folder holding the RealBench-<name>-results[-variant] folders",
     )
     parser.add_argument(
         "--realbench_dataset_dir",
@@ -74,7 +89,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         nargs="+",
         type=metric_name,
         default=list(METRICS),
-        help=f"metrics to compute: {' '.join(METRICS)}",
+        help=f"metrics to compute: {' '.join(METRICS)}; loftr also ranks the completions of "
+        "scenes without gt.png",
     )
     parser.add_argument(
         "--force_recalc",
@@ -106,6 +122,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--ranking_matcher", default="loftr", help="--matcher passed to loftr_ranking.py"
     )
     args = parser.parse_args(argv)
+    args.rank_gt_free = "loftr" in args.metrics  # the ranking needs no ground truth
     args.metrics = [m for m in dict.fromkeys(args.metrics) if m in METRICS]
     # The metric processes run from the repository root: relative paths must not reach them.
     for name in ("results_base_dir", "realbench_dataset_dir", "custom_dataset_dir", "cache_dir"):
@@ -120,10 +137,24 @@ def run(args: argparse.Namespace, progress: bool = True) -> dict:
     if not args.results_base_dir.is_dir():
         raise SceneError(f"{args.results_base_dir}: results folder not found (--results_base_dir)")
     dataset_dirs = {"RealBench": args.realbench_dataset_dir, "Custom": args.custom_dataset_dir}
-    folders, skipped = discover(args.results_base_dir, dataset_dirs, args.num_images)
+    gt_free = []
+    folders, skipped = discover(args.results_base_dir, dataset_dirs, args.num_images, gt_free)
     for name, reason in skipped:
         print(f"skipping {name}: {reason}", file=sys.stderr)
     force = set(args.force_recalc)
+    if gt_free and args.rank_gt_free:
+        rank_gt_free(gt_free, args, "loftr" in force)
+    if not folders:
+        if gt_free and args.rank_gt_free:
+            return {}
+        found = "no results folder" if not skipped else f"none of the {len(skipped)} folders"
+        raise SceneError(
+            f"nothing to evaluate: {found} in {args.results_base_dir} has all "
+            f"{args.num_images} images and a scene with target/gt.png"
+            + (" (the reasons are above)" if skipped else "")
+            + "; pass the dataset folders (--realbench_dataset_dir, --custom_dataset_dir) and "
+            "name the folders RealBench-<name>-results or Custom-<name>-results"
+        )
     start = time.perf_counter()
     # Rankings and metrics share one pool of `--jobs` process slots and run side by side.
     slots = threading.Semaphore(max(1, args.jobs))
@@ -159,7 +190,27 @@ def run(args: argparse.Namespace, progress: bool = True) -> dict:
         f"{report_s:.2f} s); report: {args.output_file}",
         file=sys.stderr,
     )
+    if args.metrics and not any(r.computed + r.cached for r in ev.runs.values()):
+        raise NothingScored(
+            f"no metric scored a single image of the {len(folders)} folders: see the "
+            f"statuses above and the report {args.output_file}"
+        )
     return outputs
+
+
+def rank_gt_free(folders, args: argparse.Namespace, force: bool) -> None:
+    """Rank the completions of scenes without gt.png, the one analysis that needs none."""
+    rankings = rank(folders, args.ranking_matcher, force, args.jobs, args.timeout)
+    for rf in folders:
+        order = rankings[rf.name]
+        if isinstance(order, str):
+            print(f"{rf.name}: {order}", file=sys.stderr)
+        else:
+            print(
+                f"{rf.name}: ranked, best first {', '.join(order[:3])} ...; scores in "
+                f"{rf.folder / RANKING_FILE}",
+                file=sys.stderr,
+            )
 
 
 def main() -> int:
@@ -168,11 +219,14 @@ def main() -> int:
         run(args)
     except SceneError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
+    except NothingScored as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted; the cache keeps every score finished so far", file=sys.stderr)
-        return 130
-    return 0
+        return EXIT_INTERRUPTED
+    return EXIT_OK
 
 
 if __name__ == "__main__":

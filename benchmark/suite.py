@@ -34,7 +34,9 @@ from realfill_utils import atomic_write_json, list_images
 CACHE_SCHEMA = 1
 RANKING_FILE = "loftr_ranking_scores.json"
 DROP_RATES = (0.0, 0.25, 0.5, 0.75)
-RESULTS_PATTERN = re.compile(r"^(RealBench|Custom)-(\d+)-results(?:-(.+))?$")
+# <dataset>-<scene name>-results[-variant]; a scene name is letters, digits and underscores
+RESULTS_PATTERN = re.compile(r"^(RealBench|Custom)-([A-Za-z0-9_]+)-results(?:-(.+))?$")
+NO_GT = "has no gt.png"  # in find_scene_dir's reason: the scene exists, only ranking can run
 RANKING_SCRIPT_ENV = "REALFILL_RANKING_SCRIPT"  # another ranking script (tests, experiments)
 
 
@@ -47,7 +49,7 @@ class ResultFolder:
 
     folder: Path
     dataset: str  # "RealBench" or "Custom"
-    number: str
+    number: str  # the scene's name: its folder name, e.g. "23" or "flowerwoman"
     variant: str  # the folder-name suffix after "-results-"; "" is the base run
     scene_dir: Path
     images: list[Path]
@@ -70,26 +72,33 @@ class ResultFolder:
 
 
 def find_scene_dir(dataset: str, number: str, dataset_dir: Path | None) -> tuple[Path | None, str]:
-    """<dir>/<dataset>/<N> or <dir>/<N> holding target/gt.png and target/mask.png."""
+    """<dir>/<dataset>/<N> or <dir>/<N> holding target/gt.png and target/mask.png; with no
+    gt.png, the scene folder and a reason containing NO_GT (only the ranking can run)."""
     flag = "--realbench_dataset_dir" if dataset == "RealBench" else "--custom_dataset_dir"
     if dataset_dir is None:
         return None, f"no {flag} given"
     tried = [dataset_dir / dataset / number, dataset_dir / number]
     for scene_dir in tried:
         if scene_dir.is_dir():
-            missing = [
-                n for n in ("gt.png", "mask.png") if not (scene_dir / "target" / n).is_file()
-            ]
-            if missing:
-                return None, f"{scene_dir / 'target'} lacks {' and '.join(missing)}"
+            if not (scene_dir / "target" / "mask.png").is_file():
+                return None, f"{scene_dir / 'target'} lacks mask.png"
+            if not (scene_dir / "target" / "gt.png").is_file():
+                return scene_dir, (
+                    f"{scene_dir / 'target'} {NO_GT}, so no metric can score it: only the "
+                    "gt-free correspondence ranking can run for it (ask with --metrics loftr)"
+                )
             return scene_dir, ""
     return None, f"scene not found: tried {' and '.join(str(p) for p in tried)}"
 
 
 def discover(
-    results_base_dir: Path, dataset_dirs: dict[str, Path | None], num_images: int
+    results_base_dir: Path,
+    dataset_dirs: dict[str, Path | None],
+    num_images: int,
+    ranking_only: list[ResultFolder] | None = None,
 ) -> tuple[list[ResultFolder], list[tuple[str, str]]]:
-    """Result folders ready to evaluate, and (folder, reason) for every folder that is not."""
+    """Result folders ready to evaluate, and (folder, reason) for every folder that is not.
+    Complete folders whose scene has no gt.png are also appended to `ranking_only`."""
     folders, skipped = [], []
     for entry in sorted(results_base_dir.iterdir()):
         if not entry.is_dir() or entry.name.startswith("."):
@@ -109,16 +118,23 @@ def discover(
             (p for p in list_images(entry)[0] if p.stem.isdigit()), key=lambda p: int(p.stem)
         )
         if len(images) < num_images:
+            have = {int(p.stem) for p in images}
+            missing = [f"{i}.png" for i in range(num_images) if i not in have]
             skipped.append(
                 (
                     entry.name,
-                    f"incomplete: {len(images)} of {num_images} images (0.png, 1.png, ...)",
+                    f"incomplete: {len(images)} of {num_images} images; missing "
+                    f"{', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}",
                 )
             )
             continue
-        folders.append(
-            ResultFolder(entry, dataset, number, variant, scene_dir, images[:num_images])
-        )
+        found = ResultFolder(entry, dataset, number, variant, scene_dir, images[:num_images])
+        if reason:  # no gt.png
+            skipped.append((entry.name, reason))
+            if ranking_only is not None:
+                ranking_only.append(found)
+            continue
+        folders.append(found)
     return folders, skipped
 
 
@@ -305,7 +321,7 @@ def evaluate(
         ev.runs[metric] = MetricRun(cached=sum(len(ev.scores[(rf.name, metric)]) for rf in folders))
     todo = [m for m in metrics if pending[m]]
     if not todo:
-        return ev
+        return _nothing_is_not_ok(ev)
 
     from tqdm import tqdm
 
@@ -371,6 +387,14 @@ def evaluate(
             for future in [pool.submit(run_one, task) for task in tasks]:
                 future.result()
     bar.close()
+    return _nothing_is_not_ok(ev)
+
+
+def _nothing_is_not_ok(ev: Evaluation) -> Evaluation:
+    """A metric that scored no image (nothing to score, or every image failed) is not "ok"."""
+    for run in ev.runs.values():
+        if run.status == "ok" and run.computed + run.cached == 0:
+            run.status = "nothing scored" + (f" ({len(run.errors)} errors)" if run.errors else "")
     return ev
 
 

@@ -280,3 +280,53 @@ def test_relative_paths_work_from_any_folder(bench_tree, tmp_path, monkeypatch):
     outputs = benchmarks.run(args, progress=False)
     rows = json.loads(outputs["per-image scores (JSON)"].read_text())["scores"]
     assert len(rows) == 3 * N_IMAGES and all(r["PSNR"] and r["PSNR"] > 0 for r in rows)
+
+
+def test_nothing_to_evaluate_exits_non_zero_and_says_so(tmp_path, monkeypatch, capsys):
+    """Scenes without gt.png: no metric can run, nothing is reported "ok", the exit is 2."""
+    scene = make_scene(tmp_path / "data" / "Custom" / "flowerwoman")
+    write_results(tmp_path / "results" / "Custom-flowerwoman-results", scene / "target/gt.png")
+    (scene / "target" / "gt.png").unlink()
+    argv = ["--results_base_dir", str(tmp_path / "results"),
+            "--custom_dataset_dir", str(tmp_path / "data"),
+            "--cache_dir", str(tmp_path / "cache"), "--output_file", str(tmp_path / "r.txt"),
+            "--num_images", str(N_IMAGES)]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", ["benchmarks.py", *argv])
+    assert benchmarks.main() == 2
+    err = capsys.readouterr().err
+    assert "only the gt-free correspondence ranking can run" in err  # a word-named scene
+    assert "error: nothing to evaluate" in err
+    assert ": ok" not in err and "0 folders evaluated" not in err
+    assert not (tmp_path / "r.txt").exists()
+
+
+def test_gt_free_scene_is_ranked_when_asked(tmp_path, monkeypatch, capsys):
+    script = tmp_path / "fake_ranker.py"
+    script.write_text(FAKE_RANKER)
+    monkeypatch.setenv("REALFILL_RANKING_SCRIPT", str(script))
+    scene = make_scene(tmp_path / "data" / "Custom" / "my_garden")
+    results = tmp_path / "results" / "Custom-my_garden-results"
+    write_results(results, scene / "target/gt.png")
+    (scene / "target" / "gt.png").unlink()
+    argv = ["--results_base_dir", str(tmp_path / "results"),
+            "--custom_dataset_dir", str(tmp_path / "data"), "--metrics", "loftr",
+            "--ranking_matcher", "sift", "--num_images", str(N_IMAGES)]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", ["benchmarks.py", *argv])
+    assert benchmarks.main() == 0
+    assert "Custom-my_garden-results: ranked" in capsys.readouterr().err
+    assert (results / RANKING_FILE).is_file()
+
+
+def test_a_missing_image_is_named(bench_tree):
+    (bench_tree / "results" / "RealBench-2-results" / "1.png").unlink()
+    _, skipped = folders_of(bench_tree)
+    reason = dict(skipped)["RealBench-2-results"]
+    assert reason == "incomplete: 2 of 3 images; missing 1.png"
+
+
+def test_a_metric_that_scored_nothing_is_not_ok(tmp_path):
+    ev = evaluate([], ["PSNR", "LPIPS"], tmp_path / "cache", progress=False)
+    assert {m: r.status for m, r in ev.runs.items()} == {
+        "PSNR": "nothing scored",
+        "LPIPS": "nothing scored",
+    }
