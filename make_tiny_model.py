@@ -16,6 +16,8 @@ import gzip
 import json
 from pathlib import Path
 
+import realfill_utils as ru
+
 SD2_SCHEDULER = dict(  # stable-diffusion-2-inpainting's noise schedule (epsilon prediction)
     num_train_timesteps=1000,
     beta_start=0.00085,
@@ -156,9 +158,7 @@ def save_sd2_pipeline(output_dir: Path, tokenizer, text_encoder, vae, unet) -> N
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=ru.HelpFormatter)
     parser.add_argument("--output_dir", type=Path, default=Path("models/tiny-sd2-inpainting"))
     parser.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
     args = parser.parse_args()

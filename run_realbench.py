@@ -77,7 +77,8 @@ WHERE = (
     "unpack it and pass the folder holding RealBench/<N>/ref and RealBench/<N>/target"
 )
 DATASETS = {"RealBench": "realbench_dir", "Custom": "custom_dir"}  # dataset -> flag
-EXIT_FAILED, EXIT_INPUT, EXIT_BUSY = 1, 2, 3  # exit status of `scene` (0 = done)
+EXIT_FAILED, EXIT_INPUT = ru.EXIT_FAILED, ru.EXIT_INPUT  # 0 = done, 130 = interrupted
+EXIT_BUSY = 3  # `scene`: another runner holds the scene (SLURM requeues it); not a failure
 DROP_REPORTED = 0.75  # the paper's seed-selection row drops the lowest-ranked 75%
 
 # The recipe: one home for what every scene is run with. Defaults are the paper's.
@@ -695,6 +696,18 @@ def run_all(out: Path, config: dict, gpus: list[str | None]) -> dict[str, int]:
     return codes
 
 
+def remember_gpus(out: Path, config: dict, given: str | None) -> str | None:
+    """--gpus as given, stored in the config; a resumed run without it uses the stored one."""
+    if given is None:
+        if config.get("gpus") is not None:
+            print(f"--gpus {config['gpus']}, as the run was started", flush=True)
+        return config.get("gpus")
+    if config.get("gpus") != given:
+        config["gpus"] = given  # devices do not change results: not part of the recipe
+        ru.atomic_write_json(config, out / CONFIG_FILE)
+    return given
+
+
 def parse_gpus(text: str | None) -> list[str | None]:
     if text is None:
         return [None]  # one scene at a time, on whatever device the scripts pick
@@ -944,8 +957,10 @@ def main(argv=None) -> int:
             path, text = write_report(out, read_config(out))
             print(f"{text}\nwritten to {path}")
             return 0
-        gpus = parse_gpus(args.gpus) if args.command == "run" else None
+        gpus = parse_gpus(args.gpus) if args.command == "run" else None  # bad input: now
         config = set_up(args)
+        if args.command == "run":
+            gpus = parse_gpus(remember_gpus(out, config, args.gpus))
         if args.command == "slurm":
             path = write_slurm(out, config, args)
             gather = shlex.join(report_command(out))

@@ -278,3 +278,13 @@ def test_sigterm_stops_the_running_scene_and_starts_no_other(tiny_model, tmp_pat
     assert rows["RealBench-1"]["status"] == "stopped" and rows["RealBench-1"]["stage"] == "train"
     assert rows["RealBench-2"]["status"] == "pending"
     assert "RealBench-2" not in output
+
+
+def test_a_resumed_run_keeps_its_gpus(tmp_path, capsys):
+    config = {"schema_version": rb.SCHEMA_VERSION}
+    assert rb.remember_gpus(tmp_path, config, "0,1") == "0,1"
+    stored = json.loads((tmp_path / rb.CONFIG_FILE).read_text())
+    assert rb.remember_gpus(tmp_path, stored, None) == "0,1"  # `run` again without --gpus
+    assert "--gpus 0,1" in capsys.readouterr().out
+    assert rb.remember_gpus(tmp_path, stored, "cpu") == "cpu"  # given again: the new one
+    assert json.loads((tmp_path / rb.CONFIG_FILE).read_text())["gpus"] == "cpu"
