@@ -595,7 +595,7 @@ def build_refill_scene(
             f"none of the {len(ranking['candidates'])} completions in {source_dir} has a "
             "correspondence with the references, so none is evidence of the scene and a second "
             "round would train on nothing new: improve the first round (more training steps, "
-            "more references) or try --matcher sift"
+            "more references) or try the other --matcher"
         )
     if 0 < len(chosen) < wanted:
         note(

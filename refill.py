@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent
 TRAIN_SCRIPT = ROOT / "train_realfill.py"
 INFER_SCRIPT = ROOT / "infer.py"
 SCHEMA_VERSION = 1  # of refill_state.json and refill_summary.json
+SCRIPT = "refill.py"  # the owner recorded in the output folder's manifest
 STATE_FILE = "refill_state.json"
 SUMMARY_FILE = "refill_summary.json"
 STAGES = ("train", "infer", "select", "train_refill", "infer_refill")
@@ -142,6 +143,16 @@ def completions(results_dir: Path, num_images: int) -> list[Path]:
 # ---------------------------------------------------------------------------------------------
 # State: which stages are done, with which settings
 # ---------------------------------------------------------------------------------------------
+def flag_of(settings: list, index: int, labels: list[str] | None = None) -> str:
+    """The flag a setting belongs to: its label, or the nearest "--flag" before it."""
+    if labels is not None:
+        return labels[index] if index < len(labels) else "an argument"
+    for item in reversed(settings[: index + 1]):
+        if isinstance(item, str) and item.startswith("--"):
+            return item.split("=", 1)[0]
+    return "an argument"
+
+
 class State:
     """refill_state.json: {"schema_version": 1, "scene_dir": ..., "stages": {stage: {"settings":
     [...], "seconds": s, ...}}}. A stage is in it only once it has finished and been checked."""
@@ -162,14 +173,19 @@ class State:
                     f"{scene_dir}: choose another --output_dir"
                 )
 
-    def done(self, stage: str, settings: list) -> dict | None:
-        """The stage's record if it finished with these settings; None if it has not run."""
+    def done(self, stage: str, settings: list, labels: list[str] | None = None) -> dict | None:
+        """The stage's record if it finished with these settings; None if it has not run.
+        `labels`: the flag of each setting, where the settings are not a flag list."""
         record = self.data["stages"].get(stage)
         if record is None:
             return None
         if record["settings"] != settings:
             old, new = record["settings"], settings
-            changed = [f"{a} -> {b}" for a, b in zip(old, new, strict=False) if a != b]
+            changed = [
+                f"{flag_of(new, i, labels)}: {a} -> {b}"
+                for i, (a, b) in enumerate(zip(old, new, strict=False))
+                if a != b
+            ]
             raise ru.SceneError(
                 f"{self.path.parent}: stage '{stage}' finished earlier with other settings "
                 f"({'; '.join(changed[:4]) or 'another argument list'}); use a new --output_dir, "
@@ -190,13 +206,9 @@ def run_refill(args) -> dict:
     scene_dir = args.train_data_dir.resolve()
     scene = ru.load_scene(scene_dir)  # every input problem surfaces now, not after training
     output_dir = args.output_dir.resolve()
-    if lr.overlaps(output_dir, scene_dir):
-        raise ru.SceneError(
-            f"--output_dir {output_dir} overlaps the scene {scene_dir}: the dataset is only "
-            "read, so put the run somewhere else"
-        )
     name = args.scene_name or scene_name(scene_dir)
-    ru.check_output_dir(output_dir)
+    entries = ["models", "results", "scenes", "logs", STATE_FILE, SUMMARY_FILE]
+    ru.claim_output_dir(output_dir, SCRIPT, entries, {"the scene": scene_dir})
     where = Layout(output_dir, name)
     state = State(output_dir / STATE_FILE, scene_dir)
     extra = args.target_count - len(scene.reference_paths)
@@ -216,6 +228,8 @@ def run_refill(args) -> dict:
         return command[1:], run  # settings: the arguments, not the script's path
 
     def select() -> dict:
+        if extra > 0:
+            print(f"ranking {args.num_images} completions for {extra} extra references")
         ranking = lr.rank_completions(
             completions(where.results, args.num_images),
             scene.reference_paths,
@@ -223,10 +237,13 @@ def run_refill(args) -> dict:
             matcher or lr.make_matcher(args.matcher, weights=args.loftr_weights),
             cache=lr.PairCache(where.results / lr.CACHE_DIR_NAME),
         )
-        record = lr.build_refill_scene(
-            scene_dir / "ref", scene_dir / "target", where.results, ranking,
-            args.target_count, where.scene,
-        )  # fmt: skip
+        try:
+            record = lr.build_refill_scene(
+                scene_dir / "ref", scene_dir / "target", where.results, ranking,
+                args.target_count, where.scene,
+            )  # fmt: skip
+        except lr.NothingToAdd as err:
+            raise StageFailed(str(err)) from None
         return {"chosen": record["chosen"], "scene": str(where.scene)}
 
     stages = {  # stage -> (settings that define it, what runs it)
@@ -250,9 +267,10 @@ def run_refill(args) -> dict:
     }  # fmt: skip
 
     report = []
+    labels = {"select": ["--matcher", "--loftr_weights", "--target_count"]}
     for number, stage in enumerate(STAGES, 1):
         settings, run = stages[stage]
-        record = state.done(stage, settings)
+        record = state.done(stage, settings, labels.get(stage))
         if record is not None:
             print(f"[{number}/{len(STAGES)}] {stage}: done earlier, skipped")
             report.append({"stage": stage, "status": "skipped", **record})
@@ -285,7 +303,7 @@ def run_refill(args) -> dict:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=lr.HelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=ru.HelpFormatter)
     parser.add_argument(
         "--train_data_dir",
         type=Path,
@@ -355,20 +373,20 @@ def main(argv=None) -> int:
         summary = run_refill(args)
     except ru.SceneError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return ru.EXIT_INPUT
     except StageFailed as err:
         print(f"error: stage failed: {err}\nfix it and run the same command again: finished "
               "stages are kept", file=sys.stderr)  # fmt: skip
-        return 1
+        return ru.EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted: run the same command again to continue", file=sys.stderr)
-        return 130
+        return ru.EXIT_INTERRUPTED
     chosen = ", ".join(f"{c['image']} ({c['score']})" for c in summary["chosen"]) or "none"
     folders = summary["folders"]
     print(f"chosen as extra references: {chosen}")
     print(f"round 1: {folders['results']}\nround 2: {folders['results_refill']}")
     print(f"summary: {args.output_dir / SUMMARY_FILE}")
-    return 0
+    return ru.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -30,6 +30,20 @@ FAST = ["--resolution", "32", "--max_train_steps", "1", "--train_batch_size", "1
         "--train_args", QUIET_TRAINING]  # fmt: skip
 
 
+def rank_with_stand_in_matches(*args, **kwargs) -> dict:
+    """The real ranking, with every count raised to at least 1: completions of a random tiny
+    model (or copies of the target, hole and all) match nothing, and ReFill never adds a
+    completion without correspondences."""
+    ranking = REAL_RANK(*args, **kwargs)
+    for candidate in ranking["candidates"]:
+        if candidate["error"] is None:
+            candidate["score"] = max(candidate["score"], 1)
+    return ranking
+
+
+REAL_RANK = lr.rank_completions
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tiny_model, tmp_path_factory):
     """One real ReFill run on the tiny model (four script subprocesses), shared by the tests."""
@@ -38,7 +52,9 @@ def tiny_run(tiny_model, tmp_path_factory):
     before = tree_digest(scene)
     argv = ["--pretrained_model_name_or_path", str(tiny_model), "--train_data_dir", str(scene),
             "--output_dir", str(root / "run"), *FAST]  # fmt: skip
-    code = refill.main(argv)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(refill.lr, "rank_completions", rank_with_stand_in_matches)
+        code = refill.main(argv)
     return code, argv, scene, before, root / "run"
 
 
@@ -137,6 +153,7 @@ def fake_scripts(tmp_path, monkeypatch):
     (scripts / "infer.py").write_text(textwrap.dedent(FAKE_INFER))
     monkeypatch.setattr(refill, "TRAIN_SCRIPT", scripts / "train.py")
     monkeypatch.setattr(refill, "INFER_SCRIPT", scripts / "infer.py")
+    monkeypatch.setattr(refill.lr, "rank_completions", rank_with_stand_in_matches)
     calls = tmp_path / "calls.txt"
     calls.write_text("")
     Path(f"{calls}.fail").write_text("")
@@ -180,7 +197,8 @@ def test_other_settings_or_places_are_refused(fake_scripts, tmp_path, capsys):
     capsys.readouterr()
     # Finished stages made with other settings are not silently mixed with new ones.
     assert refill.main(fake_argv(scene, out, "--max_train_steps", "7")) == 2
-    assert "stage 'train'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "stage 'train'" in err and "--max_train_steps: 2000 -> 7" in err  # the flag is named
     # The run may not live inside the dataset scene; an unnamed scene path needs --scene_name.
     assert refill.main(fake_argv(scene, scene / "run")) == 2
     assert "overlaps" in capsys.readouterr().err
@@ -202,3 +220,41 @@ def test_loftr_without_weights_fails_before_any_training(
     assert refill.main(argv) == 2
     assert "--matcher sift" in capsys.readouterr().err
     assert fake_scripts.read_text() == ""  # nothing was trained
+
+
+def _ranking(scores: dict[str, int]) -> dict:
+    candidates = [{"image": name, "score": score, "per_reference": {}, "error": None}
+                  for name, score in sorted(scores.items(), key=lambda kv: -kv[1])]  # fmt: skip
+    return {"schema_version": 1, "settings": {}, "references": [], "candidates": candidates}
+
+
+def test_completions_without_correspondences_are_never_chosen(tmp_path, capsys):
+    scene = make_scene(tmp_path / "data" / "RealBench" / "8", n_refs=2)
+    results = tmp_path / "results"
+    results.mkdir()
+    for i in range(3):
+        (results / f"{i}.png").write_bytes((scene / "target" / "target.png").read_bytes())
+    ranking = _ranking({"0.png": 0, "1.png": 0, "2.png": 5})
+    record = lr.build_refill_scene(
+        scene / "ref", scene / "target", results, ranking, 5, tmp_path / "augmented"
+    )
+    assert [c["image"] for c in record["chosen"]] == ["2.png"]  # 3 asked for, 1 qualifies
+    assert "only 1 of the 3 completions asked for" in capsys.readouterr().err
+    with pytest.raises(lr.NothingToAdd, match="nothing new"):
+        lr.build_refill_scene(
+            scene / "ref", scene / "target", results, _ranking({"0.png": 0, "1.png": 0}), 5,
+            tmp_path / "none",
+        )  # fmt: skip
+    assert not (tmp_path / "none").exists()
+
+
+def test_refill_stops_when_no_completion_matches_the_scene(
+    fake_scripts, tmp_path, monkeypatch, capsys
+):
+    scene = make_scene(tmp_path / "data" / "Custom" / "6", n_refs=2)
+    monkeypatch.setattr(
+        refill.lr, "rank_completions", lambda *a, **k: _ranking({"0.png": 0, "1.png": 0})
+    )
+    assert refill.main(fake_argv(scene, tmp_path / "run")) == ru.EXIT_FAILED
+    assert "nothing new" in capsys.readouterr().err
+    assert "model-refill" not in fake_scripts.read_text()  # no second round was trained
