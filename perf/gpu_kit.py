@@ -438,6 +438,7 @@ def job_loftr(spec: dict) -> dict:
                 "seconds": round(seconds, 3),
                 "s_per_pair": round(seconds / pairs, 4),
                 "pairs_per_s": round(pairs / seconds, 2),
+                "completions_per_s": round((len(candidates) - 1) / seconds, 2),
                 "errors": sum(c["error"] is not None for c in ranking["candidates"]),
                 "matches_counted": sum(c["score"] or 0 for c in ranking["candidates"]),
             }
@@ -554,11 +555,13 @@ def run_job(name: str, spec: dict, timeout: float) -> dict:
     cmd = [sys.executable, __file__, "--_job", name, str(spec_file), str(result_file)]
     started = time.perf_counter()
     log = work / f"{name}.log"
+    timed_out = False
     with open(log, "w") as stream:
         proc = subprocess.Popen(cmd, stdout=stream, stderr=subprocess.STDOUT, env=env)
         try:
             proc.wait(timeout=max(1.0, timeout))
         except subprocess.TimeoutExpired:
+            timed_out = True
             proc.kill()
             proc.wait()
         except KeyboardInterrupt:
@@ -568,9 +571,9 @@ def run_job(name: str, spec: dict, timeout: float) -> dict:
     wall = round(time.perf_counter() - started, 2)
     if result_file.is_file():
         result = json.loads(result_file.read_text())
-    elif proc.returncode is None or proc.returncode == -9:
+    elif timed_out:
         result = {"status": "timeout", "error": f"stopped after {timeout:.0f} s"}
-    else:
+    else:  # e.g. -9: killed from outside, often for lack of host memory
         result = {"status": "error", "error": f"the process exited with {proc.returncode}"}
     if result["status"] != "ok":
         result["log_tail"] = log.read_text(errors="replace")[-2000:]
@@ -700,7 +703,7 @@ def markdown(report: dict, command: str) -> str:
         lines += ["", "**Smoke run: tiny model, CPU. These timings are not GPU figures.**"]
     lines += ["", "## Goals", "", "| goal | limit | measured | met |", "|---|---|---|---|"]
     for g in report["goals"]:
-        met = {True: "yes", False: "**no**", None: "not measured"}[g["met"]]
+        met = {True: "yes", False: "**no**", None: "not judged: no GPU figure"}[g["met"]]
         lines.append(f"| {g['goal']} | {g['limit']} {g['unit']} | {g['measured']} | {met} |")
     lines += [
         "",
@@ -741,13 +744,13 @@ def markdown(report: dict, command: str) -> str:
         "",
         f"## LoFTR ranking (untrained weights): {status(loftr)}",
         "",
-        "| max side | coarse threshold | pairs | s/pair | pairs/s |",
-        "|---|---|---|---|---|",
+        "| max side | coarse threshold | pairs | s/pair | pairs/s | completions/s |",
+        "|---|---|---|---|---|---|",
     ]
     for r in loftr.get("rows", []):
         lines.append(
             f"| {r['max_side']} | {r['coarse_threshold']} | {r['pairs']} | {r['s_per_pair']} | "
-            f"{r['pairs_per_s']} |"
+            f"{r['pairs_per_s']} | {r['completions_per_s']} |"
         )
     metrics = parts.get("metrics", {})
     lines += [

@@ -100,6 +100,7 @@ def test_loftr_and_metric_parts_score_every_pair(smoke):
     for row in loftr["rows"]:
         assert row["pairs"] == config["candidates"] * config["references"]
         assert row["errors"] == 0 and positive(row["s_per_pair"]) and positive(row["pairs_per_s"])
+        assert positive(row["completions_per_s"])
     metrics = report["parts"]["metrics"]
     for name in ("LPIPS", "DINO", "CLIP"):
         m = metrics[name]
