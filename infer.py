@@ -39,6 +39,7 @@ import realfill_utils as ru
 
 SCHEMA_VERSION = 1  # of completions.json
 BATCH_SIZE = 4  # images per pipeline call: SD2 at 512 px fits a 16 GB GPU in fp32 at 4
+PRIOR_STRENGTH = 0.6  # --strength with --prior_image; see docs/geometry.md for how it was chosen
 MIXED_PRECISION = ("no", "fp16", "bf16")  # fp16 needs CUDA; bf16 also runs on CPU
 SCRIPT = "infer.py"  # the owner recorded in the output folder's manifest
 COMPLETIONS_FILE = "completions.json"
@@ -249,11 +250,14 @@ def complete(
     guidance_scale: float = ru.GUIDANCE_SCALE,
     feather_radius: float = ru.FEATHER_RADIUS,
     multiple: int = 8,
+    prior: Image.Image | None = None,
+    strength: float = 1.0,
 ) -> Iterator[tuple[int, Image.Image, Image.Image]]:
     """Yield (seed, raw generation at model size, completion at the target's size) per seed.
 
     One pipeline call per batch of `batch_size` seeds; `fill_mask` is bool (H, W), True = fill,
-    the size of `target`. The completion equals `target` outside the feathered band.
+    the size of `target`. The completion equals `target` outside the feathered band. With
+    `prior` and `strength` < 1, sampling starts from the prior noised to `strength`.
     """
     for start in range(0, len(seeds), batch_size):
         batch = seeds[start : start + batch_size]
@@ -267,6 +271,8 @@ def complete(
             num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale,
             multiple=multiple,
+            prior=prior,
+            strength=strength,
         )
         for seed, raw in zip(batch, raws, strict=True):
             yield seed, raw, ru.composite(raw, target, fill_mask, feather_radius)
@@ -310,6 +316,17 @@ def check_inputs(args: argparse.Namespace):
     target = ru.load_image(args.validation_image)
     fill_mask = ru.load_mask(args.validation_mask)
     ru.check_mask(fill_mask, Path(args.validation_mask), target.size)
+    args.prior = None
+    if args.prior_image is not None:
+        args.prior = ru.load_image(args.prior_image)
+        if args.prior.size != target.size:
+            raise ru.SceneError(
+                f"{args.prior_image} is {args.prior.size[0]}x{args.prior.size[1]} but the target "
+                f"is {target.size[0]}x{target.size[1]}: the prior must be a completion of the "
+                "target (e.g. warp_fill.py's 0.png)"
+            )
+    if not 0 < args.strength <= 1:
+        raise ru.SceneError(f"--strength {args.strength}: must be in (0, 1]; 1 = pure noise")
     source = inspect_model_path(args.model_path, args.pretrained_model_name_or_path)
     inputs = {
         "the scene": scene_folder(args.validation_image),
@@ -378,6 +395,8 @@ def _run(args, target, fill_mask, source, output_dir, started, progress) -> dict
             guidance_scale=args.guidance_scale,
             feather_radius=args.feather_radius,
             multiple=multiple,
+            prior=args.prior,
+            strength=args.strength if args.prior is not None else 1.0,
         )
         for index, (_seed, raw, completion) in zip(indices, stream, strict=True):
             if args.keep_raw:
@@ -418,6 +437,8 @@ def _run(args, target, fill_mask, source, output_dir, started, progress) -> dict
         "target_size": list(target.size),
         "model_size": [width, height],
         "feather_radius": args.feather_radius,
+        "prior_image": str(Path(args.prior_image).resolve()) if args.prior_image else None,
+        "strength": args.strength if args.prior_image else 1.0,
         "batch_size": args.batch_size,
         "mixed_precision": args.mixed_precision,
         "device": device,
@@ -501,6 +522,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=_non_negative_float,
         default=ru.FEATHER_RADIUS,
         help="px at the target's size; 0 = hard paste",
+    )
+    p.add_argument(
+        "--prior_image",
+        type=Path,
+        default=None,
+        help="start sampling from this completion of the target (e.g. warp_fill.py's 0.png) "
+        "instead of pure noise; the known region still comes from the target",
+    )
+    p.add_argument(
+        "--strength",
+        type=float,
+        default=PRIOR_STRENGTH,
+        help="with --prior_image: how far the prior is noised (1 = pure noise, the prior ignored)",
     )
     p.add_argument(
         "--keep_raw",

@@ -40,6 +40,7 @@ MASK_THRESHOLD = 128  # 8-bit mask values >= this are "fill"
 NUM_IMAGES = 16  # completions per scene, as the paper reports
 LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' standard LoRA file name
 SETTINGS_FILE = "realfill_settings.json"  # written by train_realfill.py next to the LoRA
+RECIPE_FILE = "realfill_recipe.json"  # in a base model's folder: its recommended fine-tuning
 
 # The offline default base model: a small SD2-inpainting-shaped pipeline trained by
 # make_toy_model.py and committed, so the whole method runs on a CPU without any download.
@@ -424,6 +425,26 @@ def composite(
 # ---------------------------------------------------------------------------------------------
 # Models
 # ---------------------------------------------------------------------------------------------
+def model_recipe(name_or_path: str | os.PathLike) -> dict:
+    """The fine-tuning settings a base model's folder recommends (RECIPE_FILE: train_realfill.py
+    flag names -> values, under "train"; infer.py's under "infer"), or {} if it has none (the
+    real SD2 model: the paper's recipe, train_realfill.py's defaults, applies)."""
+    path = Path(name_or_path).expanduser() / RECIPE_FILE
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text())
+
+
+def recipe_flags(settings: dict) -> list[str]:
+    """Command-line flags for a {flag name: value} mapping (True -> a bare switch)."""
+    flags = []
+    for name, value in settings.items():
+        if value is False or value is None:
+            continue
+        flags += [f"--{name}"] if value is True else [f"--{name}", str(value)]
+    return flags
+
+
 def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
@@ -546,26 +567,24 @@ def make_pipeline(components: Components, scheduler: str = SCHEDULER):
         requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
-    _encode_masked_image_by_mean(pipe)
     return pipe
 
 
-def _encode_masked_image_by_mean(pipe) -> None:
-    """Make the pipeline encode the masked target with the VAE posterior mean.
+def encode_by_mean(pipe, image: Image.Image, fill_mask: np.ndarray | None = None):
+    """Scaled VAE latents (1, 4, h, w) of `image` (PIL, at model size) by the posterior MEAN,
+    with the pixels where `fill_mask` is True set to 0 (grey) first, as the pipeline's masked
+    image is. The mean makes the conditioning deterministic: diffusers would sample it with
+    the first of the per-image generators, so image i would depend on its batch's first seed.
+    Training conditions on the mean too."""
+    import torch
 
-    diffusers samples the masked image's latents with the FIRST of the per-image generators,
-    so image i would depend on the seed of its batch's first image. With the mean, each image
-    depends only on its own generator (and training conditions on the mean too).
-    """
-    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint import (
-        retrieve_latents,
-    )
-
-    def encode(image, generator=None):
-        latents = retrieve_latents(pipe.vae.encode(image), sample_mode="argmax")
-        return pipe.vae.config.scaling_factor * latents
-
-    pipe._encode_vae_image = encode
+    pixels = pipe.image_processor.preprocess(image).to(pipe.vae.device, pipe.vae.dtype)
+    if fill_mask is not None:
+        keep = torch.from_numpy(~fill_mask).to(pixels.device, pixels.dtype)
+        pixels = pixels * keep
+    with torch.no_grad():
+        latents = pipe.vae.encode(pixels).latent_dist.mode()
+    return latents * pipe.vae.config.scaling_factor
 
 
 def generate(
@@ -579,23 +598,35 @@ def generate(
     num_inference_steps: int = NUM_INFERENCE_STEPS,
     guidance_scale: float = GUIDANCE_SCALE,
     multiple: int = 8,
+    prior: Image.Image | None = None,
+    strength: float = 1.0,
 ) -> list[Image.Image]:
     """Raw generations, one per seed, in ONE pipeline call, at the model size (not composited).
 
     Each image has its own generator, so image i depends only on seeds[i], not on the batch.
+    The known region reaches the model only through the public `masked_image_latents` (the
+    target with its hole greyed, encoded by `encode_by_mean`). With `prior` (an image of the
+    target's size whose hole holds a guess, e.g. a warp of a reference) and `strength` < 1,
+    sampling starts from the prior's latents noised to `strength` instead of pure noise.
     """
     import torch
 
     width, height = model_size(target.size, resolution, multiple)
     image = target.resize((width, height), Image.Resampling.LANCZOS)
-    mask = Image.fromarray(fill_mask.astype(np.uint8) * 255).resize(
+    small_mask = Image.fromarray(fill_mask.astype(np.uint8) * 255).resize(
         (width, height), Image.Resampling.NEAREST
     )
+    masked_latents = encode_by_mean(pipe, image, np.asarray(small_mask) >= MASK_THRESHOLD)
+    start = image  # with strength 1 the pipeline starts from pure noise and ignores it
+    if prior is not None and strength < 1.0:
+        start = encode_by_mean(pipe, prior.resize((width, height), Image.Resampling.LANCZOS))
     generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
     result = pipe(
         prompt=[prompt] * len(seeds),
-        image=image,
-        mask_image=mask,
+        image=start,
+        mask_image=small_mask,
+        masked_image_latents=masked_latents,
+        strength=strength if prior is not None else 1.0,
         height=height,
         width=width,
         num_inference_steps=num_inference_steps,

@@ -389,3 +389,50 @@ def test_script_reports_bad_input_without_traceback(lora_dir, tmp_path):
     assert proc.returncode == ru.EXIT_INPUT  # was 1: bad input exits 2 in every script
     assert proc.stderr.startswith("error: ") and expected in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_stock_pipeline_with_the_lora_reproduces_infer(pipes, lora_dir, tiny_model, scene_dir):
+    """No private diffusers method is replaced: a stock pipeline + load_lora_weights, given the
+    same seed and the masked-image latents, samples infer.py's raw image."""
+    import torch
+    from diffusers import StableDiffusionInpaintPipeline
+
+    scene = ru.load_scene(scene_dir)
+    ((_, ours, _),) = run_complete(pipes["lora"], scene, [4])
+    stock = StableDiffusionInpaintPipeline.from_pretrained(
+        tiny_model, safety_checker=None, requires_safety_checker=False
+    )
+    stock.load_lora_weights(lora_dir)
+    stock.set_progress_bar_config(disable=True)
+    width, height = ru.model_size(scene.target.size, RESOLUTION, pipes["lora"][1])
+    image = scene.target.resize((width, height), Image.Resampling.LANCZOS)
+    mask = Image.fromarray(scene.fill_mask.astype(np.uint8) * 255).resize(
+        (width, height), Image.Resampling.NEAREST
+    )
+    latents = ru.encode_by_mean(stock, image, np.asarray(mask) >= ru.MASK_THRESHOLD)
+    theirs = stock(
+        prompt=ru.PROMPT,
+        image=image,
+        mask_image=mask,
+        masked_image_latents=latents,
+        height=height,
+        width=width,
+        num_inference_steps=STEPS,
+        guidance_scale=ru.GUIDANCE_SCALE,
+        generator=torch.Generator().manual_seed(4),
+    ).images[0]
+    assert max_diff(ours, theirs) <= TOLERANCE
+
+
+def test_a_prior_guides_sampling_and_keeps_the_known_region(pipes, scene_dir):
+    scene = ru.load_scene(scene_dir)
+    prior = Image.fromarray(
+        np.where(scene.fill_mask[..., None], 0, pixels(scene.target)).astype(np.uint8)
+    )
+    ((_, free, _),) = run_complete(pipes["base"], scene, [3])
+    ((_, weak, _),) = run_complete(pipes["base"], scene, [3], prior=prior, strength=1.0)
+    ((_, guided, done),) = run_complete(pipes["base"], scene, [3], prior=prior, strength=0.5)
+    assert max_diff(free, weak) <= TOLERANCE  # strength 1: pure noise, the prior is ignored
+    hole = np.asarray(guided.resize(scene.target.size))[scene.fill_mask].mean()
+    assert hole < np.asarray(free.resize(scene.target.size))[scene.fill_mask].mean() - 20
+    assert_known_region_kept(done, scene, ru.FEATHER_RADIUS)
