@@ -378,9 +378,8 @@ class Checkpoint:
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
-        for folder in (self.path.parent, self.path.parent.parent):
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
+        if self.path.parent.is_dir() and not any(self.path.parent.iterdir()):
+            self.path.parent.rmdir()
 
 
 def run_stage(name, model, loss_fn, steps, lr, warmup, state, checkpoint, generator, log):

@@ -85,7 +85,8 @@ def client(tmp_path, monkeypatch):
 
     notebook = read()
     injected = nbformat.v4.new_code_cell(
-        f"DEMO = True\nREFILL = True\nOUTPUT_DIR = {str(tmp_path / 'out')!r}\n",
+        "DEMO = True\nREFILL = True\nMAX_TRAIN_STEPS = 10\n"
+        f"OUTPUT_DIR = {str(tmp_path / 'out')!r}\n",
         metadata={"tags": ["injected-parameters"]},
     )
     notebook.cells.insert(settings_index(notebook) + 1, injected)

@@ -55,18 +55,67 @@ def test_photo_crops_are_images_in_range():
     assert crops.min() >= -1 and crops.max() <= 1 and crops.std() > 0.05
 
 
+def test_dead_leaves_images_are_varied_and_in_range():
+    import torch
+
+    data = ttm.TrainingImages(32)
+    batch = data.sample(8, torch.Generator().manual_seed(0))
+    assert batch.shape == (8, 3, 32, 32)
+    assert batch.min() >= -1 and batch.max() <= 1
+    per_image = batch.flatten(1)
+    assert (per_image.std(1) > 0.02).all()  # no flat images
+    assert per_image.mean(1).std() > 0.05  # images differ in colour from each other
+
+
+def test_latent_normalisation_is_folded_into_the_vae_without_changing_it():
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**ttm.VAE_CONFIG).eval()
+    data = ttm.TrainingImages(32)
+    images = data.sample(4, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = vae.decode(vae.encode(images).latent_dist.mode()).sample
+        ttm.normalise_latents(vae, data, torch.Generator().manual_seed(2))
+        latents = torch.cat(
+            [vae.encode(data.sample(32, torch.Generator().manual_seed(i))).latent_dist.sample()
+             for i in range(4)]
+        )  # fmt: skip
+        after = vae.decode(vae.encode(images).latent_dist.mode()).sample
+    assert vae.config.scaling_factor == 1.0
+    assert torch.allclose(before, after, atol=1e-4)  # same autoencoder, other latent units
+    # the latents that training sees (posterior samples) are centred, unit variance per channel
+    assert latents.mean((0, 2, 3)).abs().max() < 0.3
+    assert ((latents.std((0, 2, 3)) - 1).abs() < 0.3).all()
+
+
+def test_committed_toy_model_uses_a_schedule_that_hides_the_mean_colour():
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler.from_pretrained(ru.TOY_MODEL, subfolder="scheduler")
+    assert scheduler.config.prediction_type == "v_prediction"
+    assert scheduler.alphas_cumprod[-1] < 1e-6  # zero terminal SNR: t = 999 is pure noise
+    record = json.loads((ru.TOY_MODEL / ttm.RECORD_FILE).read_text())
+    probe = record["colour_swap_probe"]["999"]
+    assert probe["psnr_to_truth_db"] > probe["psnr_to_swapped_db"]  # colour from the known part
+
+
 @pytest.mark.parametrize("steps", [2])
 def test_training_script_writes_a_loadable_pipeline_atomically(tmp_path, steps):
     out = tmp_path / "toy"
-    ttm.main(["--vae_steps", str(steps), "--unet_steps", str(steps), "--output_dir", str(out)])
+    checkpoints = tmp_path / "checkpoints"
+    ttm.main([
+        "--vae_steps", str(steps), "--unet_steps", str(steps), "--output_dir", str(out),
+        "--checkpoint_dir", str(checkpoints),
+    ])  # fmt: skip
     components = ru.load_components(out)
     assert len(components.tokenizer) == 49408
     record = json.loads((out / ttm.RECORD_FILE).read_text())
     assert record["vae_steps"] == steps and record["unet_steps"] == steps
-    # the VAE's latent scale was measured, not left at the config default
-    assert components.vae.config.scaling_factor == pytest.approx(
-        record["vae_scaling_factor"], abs=1e-5
-    )
-    assert components.vae.config.scaling_factor != 0.18215
-    # nothing but the finished folder is left beside it
+    assert components.vae.config.scaling_factor == record["vae_scaling_factor"] == 1.0
+    assert components.scheduler_config["prediction_type"] == "v_prediction"
+    for key in ("colour_swap_probe", "small_hole_inpainting", "vae_colour_error_levels_rgb"):
+        assert key in record
+    # nothing but the finished folder is left beside it: the checkpoint is removed when done
     assert sorted(p.name for p in tmp_path.iterdir()) == ["toy"]
