@@ -427,12 +427,13 @@ def run_validation(accelerator, components, scene, args, step: int, weight_dtype
 # The run
 # ---------------------------------------------------------------------------------------------
 SCRIPT = "train_realfill.py"  # the owner recorded in the output folder's manifest
+MODEL_CARD = "README.md"  # the Hugging Face model card written next to the LoRA
 MERGED_PIPELINE = ["model_index.json", "unet", "text_encoder", "vae", "tokenizer", "scheduler"]
 
 
 def output_entries(args: argparse.Namespace) -> list[str]:
     """The top-level names this script writes into --output_dir."""
-    names = [ru.LORA_FILE, ru.SETTINGS_FILE, "checkpoints", "logs", "validation"]
+    names = [ru.LORA_FILE, ru.SETTINGS_FILE, MODEL_CARD, "checkpoints", "logs", "validation"]
     return names + (MERGED_PIPELINE if args.save_merged_pipeline else [])
 
 
@@ -683,7 +684,40 @@ def export(args, lora_models) -> None:
         "lora_target": args.lora_target,
         "args": tracker_config(args),
     }
+    write_model_card(args, base_model, scene_name=Path(args.train_data_dir).resolve().name)
     ru.atomic_write_json(settings, args.output_dir / ru.SETTINGS_FILE)
+
+
+def write_model_card(args, base_model: str, scene_name: str) -> None:
+    """README.md next to the LoRA, with the hub's usual metadata, by diffusers' own helpers."""
+    from diffusers.utils.hub_utils import load_or_create_model_card, populate_model_card
+
+    description = (
+        f"# RealFill LoRA for the scene `{scene_name}`\n\n"
+        f"LoRA adapters (UNet: {args.lora_target}, rank {args.lora_rank}; text encoder "
+        f"attention) fine-tuned with RealFill (Tang et al., SIGGRAPH 2024) on the reference "
+        f"photos and the known part of the target of one scene, on top of `{base_model}`.\n\n"
+        f"Recipe: {args.max_train_steps} steps of {args.train_batch_size} x "
+        f"{args.gradient_accumulation_steps} samples at {args.resolution} px, learning rates "
+        f"{args.unet_learning_rate:g} (UNet) / {args.text_encoder_learning_rate:g} (text "
+        f"encoder), prompt `{args.prompt}`. Every setting is in `{ru.SETTINGS_FILE}`.\n\n"
+        "Use it with `infer.py --model_path <this folder>`, or with any diffusers "
+        "`StableDiffusionInpaintPipeline` via `load_lora_weights(<this folder>)`. The scene's "
+        "images are not included."
+    )
+    card = load_or_create_model_card(
+        str(args.output_dir),
+        from_training=True,
+        base_model=base_model,
+        prompt=args.prompt,
+        license="mit",  # this code's licence; the base model's own licence also applies
+        model_description=description,
+    )
+    card = populate_model_card(
+        card, tags=["realfill", "lora", "inpainting", "stable-diffusion", "diffusers"]
+    )
+    with ru.atomic_path(args.output_dir / MODEL_CARD) as tmp:
+        card.save(tmp)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -161,6 +161,9 @@ def test_accelerate_launch_run_exports_a_lora_a_stock_pipeline_loads(tiny_model,
         "step-000002.png", "step-000004.png",
     ]  # fmt: skip
     assert any((out / "logs").rglob("events.out.tfevents*"))
+    card = (out / tr.MODEL_CARD).read_text()  # the hub's model card, with its metadata block
+    assert card.startswith("---") and "base_model:" in card and "license: mit" in card
+    assert "realfill" in card and str(Path(tiny_model).resolve()) in card
     keys = load_file(out / ru.LORA_FILE).keys()
     assert any(k.startswith("unet.") for k in keys) and any(
         k.startswith("text_encoder.") for k in keys
