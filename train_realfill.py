@@ -690,7 +690,8 @@ def export(args, lora_models) -> None:
 
 def write_model_card(args, base_model: str, scene_name: str) -> None:
     """README.md next to the LoRA, with the hub's usual metadata, by diffusers' own helpers."""
-    from diffusers.utils.hub_utils import load_or_create_model_card, populate_model_card
+    from diffusers.utils.hub_utils import MODEL_CARD_TEMPLATE_PATH, populate_model_card
+    from huggingface_hub import ModelCard, ModelCardData
 
     description = (
         f"# RealFill LoRA for the scene `{scene_name}`\n\n"
@@ -705,12 +706,15 @@ def write_model_card(args, base_model: str, scene_name: str) -> None:
         "`StableDiffusionInpaintPipeline` via `load_lora_weights(<this folder>)`. The scene's "
         "images are not included."
     )
-    card = load_or_create_model_card(
-        str(args.output_dir),
-        from_training=True,
-        base_model=base_model,
-        prompt=args.prompt,
-        license="mit",  # this code's licence; the base model's own licence also applies
+    # what diffusers' load_or_create_model_card does for a new training, without its hub look-up
+    card = ModelCard.from_template(
+        card_data=ModelCardData(
+            license="mit",  # this code's licence; the base model's own licence also applies
+            library_name="diffusers",
+            base_model=base_model,
+            instance_prompt=args.prompt,
+        ),
+        template_path=MODEL_CARD_TEMPLATE_PATH,
         model_description=description,
     )
     card = populate_model_card(

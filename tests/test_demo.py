@@ -36,3 +36,11 @@ def test_demo_trains_completes_ranks_and_reports(tmp_path):
     report = (out / "benchmark_report.txt").read_text()
     assert "Custom-1-results" in report and "PSNR" in report
     assert str(out / "benchmark_report.txt") in done.stdout  # it says where the report is
+    # the un-tuned base completed the same scene with the same seeds, side by side
+    untuned = json.loads(
+        (out / "results" / "Custom-1-results-untuned" / "completions.json").read_text()
+    )
+    assert untuned["seeds"] == record["seeds"] and untuned["model_kind"] != record["model_kind"]
+    assert "| un-tuned base | all |" in done.stdout and "| RealFill | all |" in done.stdout
+    sheet = ru.load_image(out / "Custom-1-untuned-vs-realfill.jpg")
+    assert sheet.height > 2 * sheet.width / 8  # three rows: scene, un-tuned, RealFill

@@ -1,0 +1,314 @@
+"""Choose a base model's recommended RealFill fine-tuning settings on validation scenes that no
+example scene uses, and record the choice in the model's folder (realfill_recipe.json).
+
+The validation scenes are rendered at run time with make_example_scenes' own camera model
+(references from other viewpoints, other exposures, JPEG) from scikit-image's
+`motorcycle_left.png`, a photo that neither the example scenes nor the toy model's training
+use. They are never committed (the photo's licence is not stated), so the choice cannot be
+tuned to the example scenes that the quality gate scores. Each candidate setting runs
+train_realfill.py and infer.py (16 completions, DPM-Solver++ 25 steps) on every validation
+scene; masked PSNR / SSIM inside the hole decide (mean PSNR over scenes, then SSIM). Then,
+with the chosen setting's models, geometry-guided sampling (infer.py --prior_image, the scene's
+warp fill from warp_fill.py) is measured at several --strength values; the best is recorded.
+
+    python perf/bench_recipe.py                         # about 20 minutes on 2 CPU cores
+    python perf/bench_recipe.py --no-write              # measure only, leave the folder alone
+Results: perf/results/recipe.md and .json; the winner goes to <base>/realfill_recipe.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import realfill_utils as ru  # noqa: E402
+
+RESOLUTION = 64  # the toy model's own
+STEPS = 400
+NUM_IMAGES = 16
+INFER = {"scheduler": "dpmsolver++", "num_inference_steps": 25}
+COMMON = {"train_batch_size": 16, "lr_warmup_steps": 50, "text_encoder_learning_rate": 4e-5}
+CANDIDATES = {  # name -> train_realfill.py flags on top of COMMON
+    "paper (attention LoRA r8, 2e-4)": {
+        "lora_target": "attention",
+        "lora_rank": 8,
+        "lora_alpha": 16,
+        "unet_learning_rate": 2e-4,
+    },
+    "attention+conv LoRA r16, 5e-4": {
+        "lora_target": "attention+conv",
+        "lora_rank": 16,
+        "lora_alpha": 16,
+        "unet_learning_rate": 5e-4,
+    },
+    "attention+conv LoRA r16, 1e-3": {
+        "lora_target": "attention+conv",
+        "lora_rank": 16,
+        "lora_alpha": 16,
+        "unet_learning_rate": 1e-3,
+    },
+}
+STRENGTHS = (0.4, 0.6, 0.8)  # --strength candidates for geometry-guided sampling
+VALIDATION_PHOTO = ("motorcycle_left", "motorcycle_left.png")
+
+
+def validation_specs():
+    """Two scenes from the validation photo: an outpainting and an inpainting one."""
+    import random
+
+    import make_example_scenes as mes
+
+    rng = random.Random(7)
+
+    def refs(*views):
+        return tuple(mes.jitter(rng, v, angle=3.0, tilt=0.1) for v in views)
+
+    return [
+        mes.SceneSpec(
+            101,
+            VALIDATION_PHOTO[0],
+            target=mes.View(center=(0.5, 0.5), width=420, size=(256, 172)),
+            references=refs(
+                mes.View(center=(0.48, 0.52), width=520, size=(256, 172), file="jpg"),
+                mes.View(center=(0.55, 0.48), width=300, size=(192, 256), angle=-3.0),
+                mes.View(center=(0.45, 0.5), width=480, size=(256, 192), angle=2.0, file="jpg"),
+            ),
+            mask=mes.BorderMask((0.15, 0.12, 0.15, 0.12)),
+            summary="validation: outpainting, border all round",
+        ),
+        mes.SceneSpec(
+            102,
+            VALIDATION_PHOTO[0],
+            target=mes.View(center=(0.52, 0.5), width=380, size=(256, 172), tilt=(0.02, 0.0)),
+            references=refs(
+                mes.View(center=(0.5, 0.5), width=460, size=(256, 192), file="jpg"),
+                mes.View(center=(0.56, 0.52), width=420, size=(256, 172)),
+            ),
+            mask=mes.BlobMask(((0.45, 0.55, 0.12, 0.18, 20.0), (0.7, 0.4, 0.08, 0.12, -10.0))),
+            summary="validation: inpainting, two interior holes",
+        ),
+    ]
+
+
+def render_scenes(folder: Path) -> list[Path]:
+    """Write the validation scenes under `folder` (replaced if present); return their dirs."""
+    import shutil
+
+    import make_example_scenes as mes
+
+    mes.PHOTOS.setdefault(
+        VALIDATION_PHOTO[0],
+        mes.Photo(*VALIDATION_PHOTO, "Middlebury stereo view", "scikit-image", "not stated"),
+    )
+    scenes = []
+    for spec in validation_specs():
+        scene_dir = folder / str(spec.number)
+        if scene_dir.exists():
+            shutil.rmtree(scene_dir)
+        mes.write_scene(spec, scene_dir)
+        scenes.append(scene_dir)
+    return scenes
+
+
+def run(cmd: list, log: Path) -> float:
+    start = time.perf_counter()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        done = subprocess.run([str(c) for c in cmd], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    if done.returncode:
+        sys.exit(f"failed ({done.returncode}): {shlex.join(map(str, cmd))}\nlog: {log}")
+    return time.perf_counter() - start
+
+
+def mean_over(table: dict, name: str, scenes: list[Path], metric: str) -> float:
+    return sum(table[(name, s.name)][metric] for s in scenes) / len(scenes)
+
+
+def score(scene_dir: Path, results: Path, count: int = NUM_IMAGES) -> dict:
+    """Mean masked PSNR / SSIM of the completions in `results` against the scene's gt."""
+    import numpy as np
+
+    from benchmark.psnr import masked_psnr
+    from benchmark.ssim import masked_ssim
+
+    scene = ru.load_scene(scene_dir)
+    gt = np.asarray(scene.gt)
+    images = [np.asarray(ru.load_image(results / f"{i}.png")) for i in range(count)]
+    return {
+        "PSNR": float(np.mean([masked_psnr(gt, im, scene.fill_mask) for im in images])),
+        "SSIM": float(np.mean([masked_ssim(gt, im, scene.fill_mask) for im in images])),
+    }
+
+
+def simple_fills(scene_dir: Path) -> dict:
+    import numpy as np
+
+    import baselines
+    from benchmark.psnr import masked_psnr
+
+    scene = ru.load_scene(scene_dir)
+    gt = np.asarray(scene.gt)
+    return {
+        name: masked_psnr(gt, np.asarray(fill(scene)), scene.fill_mask)
+        for name, fill in (("mean", baselines.mean_fill), ("telea", baselines.telea_fill))
+    }
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=ru.HelpFormatter)
+    p.add_argument("--base_model", type=Path, default=ru.TOY_MODEL)
+    p.add_argument("--max_train_steps", type=int, default=STEPS)
+    p.add_argument("--output_dir", type=Path, default=ROOT / "runs" / "recipe")
+    p.add_argument("--no-write", action="store_true", help="do not write realfill_recipe.json")
+    args = p.parse_args(argv)
+    out = args.output_dir.resolve()
+    scenes = render_scenes(out / "scenes")
+    table, seconds = {}, {}
+    for name, flags in CANDIDATES.items():
+        settings = {**COMMON, **flags}
+        slug = "".join(c if c.isalnum() else "-" for c in name)
+        for scene in scenes:
+            model_dir = out / slug / f"{scene.name}-model"
+            results = out / slug / f"{scene.name}-results"
+            print(f"== {name} on validation scene {scene.name}", flush=True)
+            train = run([
+                sys.executable, "train_realfill.py", "--pretrained_model_name_or_path",
+                args.base_model, "--train_data_dir", scene, "--output_dir", model_dir,
+                "--resolution", RESOLUTION, "--max_train_steps", args.max_train_steps,
+                "--report_to", "none", "--validation_steps", "0", "--checkpointing_steps", "0",
+                *ru.recipe_flags(settings),
+            ], out / "logs" / f"{slug}-{scene.name}-train.log")  # fmt: skip
+            run([
+                sys.executable, "infer.py", "--model_path", model_dir, "--output_dir", results,
+                "--validation_image", scene / "target" / "target.png",
+                "--validation_mask", scene / "target" / "mask.png",
+                "--num_images", NUM_IMAGES, "--resolution", RESOLUTION,
+                *ru.recipe_flags(INFER),
+            ], out / "logs" / f"{slug}-{scene.name}-infer.log")  # fmt: skip
+            table[(name, scene.name)] = score(scene, results)
+            seconds[(name, scene.name)] = train
+            print(f"   {table[(name, scene.name)]}", flush=True)
+    fills = {scene.name: simple_fills(scene) for scene in scenes}
+    best = max(
+        CANDIDATES,
+        key=lambda n: (mean_over(table, n, scenes, "PSNR"), mean_over(table, n, scenes, "SSIM")),
+    )
+    slug = "".join(c if c.isalnum() else "-" for c in best)
+    guided = {}
+    for scene in scenes:
+        warp = out / "warp" / f"Custom-{scene.name}-results-warp"
+        run([sys.executable, "warp_fill.py", "--scene_dir", scene, "--output_dir", warp],
+            out / "logs" / f"warp-{scene.name}.log")  # fmt: skip
+        guided[("warp fill alone", scene.name)] = score(scene, warp, count=1)
+        for strength in STRENGTHS:
+            results = out / slug / f"{scene.name}-results-prior-{strength}"
+            print(f"== geometry-guided, strength {strength}, scene {scene.name}", flush=True)
+            run([
+                sys.executable, "infer.py", "--model_path", out / slug / f"{scene.name}-model",
+                "--output_dir", results, "--validation_image", scene / "target" / "target.png",
+                "--validation_mask", scene / "target" / "mask.png", "--num_images", NUM_IMAGES,
+                "--resolution", RESOLUTION, *ru.recipe_flags(INFER),
+                "--prior_image", warp / "0.png", "--strength", strength,
+            ], out / "logs" / f"prior-{strength}-{scene.name}.log")  # fmt: skip
+            guided[(f"strength {strength}", scene.name)] = score(scene, results)
+    best_strength = max(STRENGTHS, key=lambda v: mean_over(guided, f"strength {v}", scenes, "PSNR"))
+
+    def mean_over_scenes(name, metric):
+        return mean_over(table, name, scenes, metric)
+
+    lines = [
+        "# Fine-tuning settings for the toy base, chosen on validation scenes",
+        "",
+        f"Command: `{shlex.join(['python', 'perf/bench_recipe.py', *sys.argv[1:]])}`",
+        "",
+        f"Validation scenes rendered from scikit-image's `{VALIDATION_PHOTO[1]}` (used by no "
+        f"example scene and not by the toy model's training); {args.max_train_steps} steps at "
+        f"{RESOLUTION} px, batch 16; {NUM_IMAGES} completions, DPM-Solver++ 25; masked PSNR (dB) "
+        "/ SSIM inside the hole, mean over the completions.",
+        "",
+        "| setting | " + " | ".join(f"scene {s.name}" for s in scenes) + " | mean | train s |",
+        "|---|" + "---|" * (len(scenes) + 2),
+    ]
+    for name in CANDIDATES:
+        cells = [
+            f"{table[(name, s.name)]['PSNR']:.2f} / {table[(name, s.name)]['SSIM']:.3f}"
+            for s in scenes
+        ]
+        train_s = sum(seconds[(name, s.name)] for s in scenes) / len(scenes)
+        lines.append(
+            f"| {name} | "
+            + " | ".join(cells)
+            + f" | {mean_over_scenes(name, 'PSNR'):.2f} / {mean_over_scenes(name, 'SSIM'):.3f}"
+            + f" | {train_s:.0f} |"
+        )
+    lines.append(
+        "| mean-colour fill / Telea (PSNR) | "
+        + " | ".join(f"{fills[s.name]['mean']:.2f} / {fills[s.name]['telea']:.2f}" for s in scenes)
+        + " | | |"
+    )
+    lines += [
+        "",
+        f"Chosen: **{best}**.",
+        "",
+        "## Geometry-guided sampling with the chosen setting (infer.py --prior_image)",
+        "",
+        "The prior is warp_fill.py's completion of the scene; --strength is how far it is "
+        "noised before sampling (1 = pure noise).",
+        "",
+        "| start | " + " | ".join(f"scene {s.name}" for s in scenes) + " | mean |",
+        "|---|" + "---|" * (len(scenes) + 1),
+    ]
+    for row in ["warp fill alone", *(f"strength {v}" for v in STRENGTHS)]:
+        cells = [
+            f"{guided[(row, s.name)]['PSNR']:.2f} / {guided[(row, s.name)]['SSIM']:.3f}"
+            for s in scenes
+        ]
+        lines.append(
+            f"| {row} | "
+            + " | ".join(cells)
+            + f" | {mean_over(guided, row, scenes, 'PSNR'):.2f}"
+            + f" / {mean_over(guided, row, scenes, 'SSIM'):.3f} |"
+        )
+    lines += ["", f"Chosen --strength: **{best_strength}**."]
+    md = ROOT / "perf" / "results" / "recipe.md"
+    ru.atomic_write_json(
+        {
+            "command": sys.argv,
+            "scores": {f"{n}|{s}": v for (n, s), v in table.items()},
+            "train_seconds": {f"{n}|{s}": v for (n, s), v in seconds.items()},
+            "simple_fills_psnr": fills,
+            "chosen": best,
+            "geometry_guided": {f"{n}|{s}": v for (n, s), v in guided.items()},
+            "chosen_strength": best_strength,
+        },
+        md.with_suffix(".json"),
+    )
+    with ru.atomic_path(md) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    if not args.no_write:
+        recipe = {
+            "about": "RealFill fine-tuning settings recommended for this base model, chosen by "
+            "perf/bench_recipe.py on validation scenes (see perf/results/recipe.md); "
+            "train_realfill.py's own defaults are the paper's recipe for SD2",
+            "train": {
+                "resolution": RESOLUTION,
+                "max_train_steps": args.max_train_steps,
+                **COMMON,
+                **CANDIDATES[best],
+            },
+            "infer": {**INFER, "prior_strength": best_strength},
+        }
+        ru.atomic_write_json(recipe, args.base_model / ru.RECIPE_FILE)
+        print(f"wrote {args.base_model / ru.RECIPE_FILE}")
+
+
+if __name__ == "__main__":
+    main()
