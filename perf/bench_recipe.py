@@ -117,7 +117,11 @@ def render_scenes(folder: Path) -> list[Path]:
     return scenes
 
 
-def run(cmd: list, log: Path) -> float:
+def run(cmd: list, log: Path, done: Path | None = None) -> float:
+    """Run one script, its output to `log`; return its wall time (0 if `done` exists: a
+    finished step of an earlier run is reused, so an interrupted measurement resumes)."""
+    if done is not None and done.is_file():
+        return 0.0
     start = time.perf_counter()
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as f:
@@ -169,7 +173,7 @@ def main(argv=None) -> None:
     p.add_argument("--no-write", action="store_true", help="do not write realfill_recipe.json")
     args = p.parse_args(argv)
     out = args.output_dir.resolve()
-    scenes = render_scenes(out / "scenes")
+    scenes = render_scenes(out / "scenes")  # the same bytes each time: reuse stays valid
     table, seconds = {}, {}
     for name, flags in CANDIDATES.items():
         settings = {**COMMON, **flags}
@@ -184,14 +188,16 @@ def main(argv=None) -> None:
                 "--resolution", RESOLUTION, "--max_train_steps", args.max_train_steps,
                 "--report_to", "none", "--validation_steps", "0", "--checkpointing_steps", "0",
                 *ru.recipe_flags(settings),
-            ], out / "logs" / f"{slug}-{scene.name}-train.log")  # fmt: skip
+            ], out / "logs" / f"{slug}-{scene.name}-train.log",
+               model_dir / ru.SETTINGS_FILE)  # fmt: skip
             run([
                 sys.executable, "infer.py", "--model_path", model_dir, "--output_dir", results,
                 "--validation_image", scene / "target" / "target.png",
                 "--validation_mask", scene / "target" / "mask.png",
                 "--num_images", NUM_IMAGES, "--resolution", RESOLUTION,
                 *ru.recipe_flags(INFER),
-            ], out / "logs" / f"{slug}-{scene.name}-infer.log")  # fmt: skip
+            ], out / "logs" / f"{slug}-{scene.name}-infer.log",
+               results / "completions.json")  # fmt: skip
             table[(name, scene.name)] = score(scene, results)
             seconds[(name, scene.name)] = train
             print(f"   {table[(name, scene.name)]}", flush=True)
@@ -216,7 +222,8 @@ def main(argv=None) -> None:
                 "--validation_mask", scene / "target" / "mask.png", "--num_images", NUM_IMAGES,
                 "--resolution", RESOLUTION, *ru.recipe_flags(INFER),
                 "--prior_image", warp / "0.png", "--strength", strength,
-            ], out / "logs" / f"prior-{strength}-{scene.name}.log")  # fmt: skip
+            ], out / "logs" / f"prior-{strength}-{scene.name}.log",
+               results / "completions.json")  # fmt: skip
             guided[(f"strength {strength}", scene.name)] = score(scene, results)
     best_strength = max(STRENGTHS, key=lambda v: mean_over(guided, f"strength {v}", scenes, "PSNR"))
 
@@ -241,12 +248,13 @@ def main(argv=None) -> None:
             f"{table[(name, s.name)]['PSNR']:.2f} / {table[(name, s.name)]['SSIM']:.3f}"
             for s in scenes
         ]
-        train_s = sum(seconds[(name, s.name)] for s in scenes) / len(scenes)
+        times = [seconds[(name, s.name)] for s in scenes]
+        train_s = f"{sum(times) / len(times):.0f}" if all(times) else "reused"
         lines.append(
             f"| {name} | "
             + " | ".join(cells)
             + f" | {mean_over_scenes(name, 'PSNR'):.2f} / {mean_over_scenes(name, 'SSIM'):.3f}"
-            + f" | {train_s:.0f} |"
+            + f" | {train_s} |"
         )
     lines.append(
         "| mean-colour fill / Telea (PSNR) | "
