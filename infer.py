@@ -39,7 +39,7 @@ import realfill_utils as ru
 
 SCHEMA_VERSION = 1  # of completions.json
 BATCH_SIZE = 4  # images per pipeline call: SD2 at 512 px fits a 16 GB GPU in fp32 at 4
-PRIOR_STRENGTH = 0.4  # --strength with --prior_image: best of 0.4/0.6/0.8 on the toy (perf/results/recipe.md)
+PRIOR_STRENGTH = 0.4  # --strength with --prior_image: the best on the toy (perf/results/recipe.md)
 MIXED_PRECISION = ("no", "fp16", "bf16")  # fp16 needs CUDA; bf16 also runs on CPU
 SCRIPT = "infer.py"  # the owner recorded in the output folder's manifest
 COMPLETIONS_FILE = "completions.json"
