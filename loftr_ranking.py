@@ -17,6 +17,7 @@ Matches in the known region do not count, since every completion shares it with 
 LoFTR needs weights: --loftr-weights PATH (or REALFILL_LOFTR_WEIGHTS), else kornia's checkpoint
 in the torch hub cache, else kornia's download (skipped when HF_HUB_OFFLINE is set).
 --matcher sift needs no weights. Pair results are cached by content, so re-ranking is instant.
+Every flag also takes the snake_case spelling of the other scripts (--source_dir, --ref_dir, ...).
 """
 
 from __future__ import annotations
@@ -101,7 +102,9 @@ class MatchImage:
 
 
 def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """Hex sha256 of a file's bytes, read in chunks."""
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def match_size(size: tuple[int, int], max_side: int, multiple: int = 1) -> tuple[int, int]:
@@ -635,12 +638,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument(
         "--source-dir",
+        "--source_dir",
         type=Path,
         required=True,
         help="folder of completions to rank (0.png, 1.png, ...)",
     )
     parser.add_argument(
         "--ref-dir",
+        "--ref_dir",
         type=Path,
         required=True,
         help="the scene's reference folder (any image type and size)",
@@ -653,12 +658,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--rank-only",
+        "--rank_only",
         action="store_true",
         help="only write the scores; default is selection, which needs "
         "--target-count and --output-scene-dir",
     )
     parser.add_argument(
         "--ranking-output-file",
+        "--ranking_output_file",
         type=Path,
         default=None,
         help=f"scores JSON; default: <source-dir>/{SCORES_FILE} with --rank-only, "
@@ -666,12 +673,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--target-count",
+        "--target_count",
         type=int,
         default=None,
         help="selection: references wanted in all (originals + chosen), e.g. 5",
     )
     parser.add_argument(
         "--output-scene-dir",
+        "--output_scene_dir",
         type=Path,
         default=None,
         help="selection: the new scene folder to build (outside the dataset)",
@@ -683,22 +692,29 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="loftr needs weights; sift is weight-free",
     )
     parser.add_argument(
-        "--model-type", choices=MODEL_TYPES, default="outdoor", help="which kornia LoFTR checkpoint"
+        "--model-type",
+        "--model_type",
+        choices=MODEL_TYPES,
+        default="outdoor",
+        help="which kornia LoFTR checkpoint",
     )
     parser.add_argument(
         "--loftr-weights",
+        "--loftr_weights",
         default=None,
         help=f"local LoFTR checkpoint (.ckpt); also ${WEIGHTS_ENV}. "
         f"'{RANDOM_WEIGHTS}' = untrained, for smoke tests only",
     )
     parser.add_argument(
         "--conf-threshold",
+        "--conf_threshold",
         type=float,
         default=CONF_THRESHOLD,
         help="LoFTR confidence a correspondence needs to count",
     )
     parser.add_argument(
         "--max-side",
+        "--max_side",
         type=int,
         default=None,
         help="long side (px) images are resized to for matching; default: "
@@ -706,17 +722,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--mask-dilation",
+        "--mask_dilation",
         type=float,
         default=MASK_DILATION,
         help="grow the fill region by this many px before counting",
     )
     parser.add_argument(
         "--cache-dir",
+        "--cache_dir",
         type=Path,
         default=None,
         help=f"pair cache folder; default <source-dir>/{CACHE_DIR_NAME}",
     )
-    parser.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    parser.add_argument(
+        "--no-cache", "--no_cache", action="store_true", help="neither read nor write the cache"
+    )
     args = parser.parse_args(argv)
     if not args.rank_only and (args.target_count is None or args.output_scene_dir is None):
         parser.error("selection needs --target-count and --output-scene-dir (or pass --rank-only)")

@@ -344,3 +344,48 @@ def test_loftr_without_weights_offline_fails_fast(photo_scene, tmp_path, monkeyp
     monkeypatch.setenv(lr.WEIGHTS_ENV, str(tmp_path / "missing.ckpt"))
     assert lr.main(argv) == 2
     assert "missing.ckpt" in capsys.readouterr().err
+
+
+def test_snake_case_flags_parse_to_the_same_values(tmp_path):
+    kebab = lr.parse_args(
+        [
+            "--source-dir",
+            "a",
+            "--ref-dir",
+            "b",
+            "--target-count",
+            "5",
+            "--output-scene-dir",
+            "c",
+            "--loftr-weights",
+            "w",
+            "--mask-dilation",
+            "2",
+            "--no-cache",
+        ]  # fmt: skip
+    )
+    snake = lr.parse_args(
+        [
+            "--source_dir",
+            "a",
+            "--ref_dir",
+            "b",
+            "--target_count",
+            "5",
+            "--output_scene_dir",
+            "c",
+            "--loftr_weights",
+            "w",
+            "--mask_dilation",
+            "2",
+            "--no_cache",
+        ]  # fmt: skip
+    )
+    assert vars(kebab) == vars(snake)
+    assert snake.source_dir == Path("a") and snake.target_count == 5 and snake.no_cache
+
+
+def test_file_sha256_is_the_sha256_of_the_bytes(tmp_path):
+    path = tmp_path / "blob.bin"
+    path.write_bytes(bytes(range(256)) * 1000)
+    assert lr.file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
