@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -113,17 +114,29 @@ def infer_command(args, scene_dir: Path, model_dir: Path, results_dir: Path) -> 
     return command + shlex.split(args.infer_args)
 
 
-def run_logged(command: list[str], log: Path, **popen) -> None:
+def run_logged(command: list[str], log: Path, tie_to_parent: bool = False) -> None:
     """Run a script with this Python, its output into `log`; raise StageFailed with its tail.
-    `popen`: more subprocess arguments (run_realbench.py passes its scene lock with pass_fds)."""
+    `tie_to_parent`: on Linux the script gets SIGTERM if this process dies (run_realbench.py's
+    scene runner: a killed runner leaves no stage working on behind its scene lock)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:
         code = subprocess.run(
-            [sys.executable, *command], stdout=out, stderr=subprocess.STDOUT, **popen
+            [sys.executable, *command],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent if tie_to_parent and sys.platform == "linux" else None,
         ).returncode  # the caller's working directory: relative paths mean what they meant
     if code:
         tail = log.read_text(errors="replace").strip().splitlines()[-LOG_TAIL:]
         raise StageFailed(f"exit status {code}; last lines of {log}:\n  " + "\n  ".join(tail))
+
+
+def die_with_parent() -> None:
+    """In a child before exec: ask Linux for SIGTERM when the parent process dies."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def check_model(model_dir: Path) -> None:

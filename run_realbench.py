@@ -38,7 +38,6 @@ See docs/realbench.md for the layout, the state file and the expected GPU-hours.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hashlib
 import json
 import math
@@ -142,7 +141,7 @@ def scene_problem(scene_dir: Path) -> str | None:
 
 def scene_fingerprint(scene_dir: Path) -> str:
     """sha256 over the scene's reference and target files: a changed scene is a new scene."""
-    digest = hashlib.sha256()
+    digest = hashlib.sha256()  # of (name, file sha256) pairs: file_digest hashes each file
     refs, _ = ru.list_images(scene_dir / "ref")
     targets = [scene_dir / "target" / n for n in ("target.png", "mask.png", "gt.png")]
     for path in refs + [p for p in targets if p.is_file()]:
@@ -353,47 +352,45 @@ class SceneState(refill.State):
 
 
 class SceneLock:
-    """An exclusive flock on runs/<scene>/.lock while the scene runs. Stage scripts inherit
-    it, so a stage orphaned by a killed runner still holds it and no second runner can start
-    the same scene (a SLURM task and a local run, say) until that stage ends."""
+    """An exclusive lock on runs/<scene>/.lock while the scene runs, so no second runner (a
+    SLURM task and a local run, say) can start the same scene. Stage scripts are tied to the
+    runner (see refill.run_logged's tie_to_parent): a killed runner takes its stage with it,
+    so no orphaned stage keeps working on a scene whose lock is free."""
 
     def __init__(self, path: Path):
+        from filelock import FileLock
+
         self.path = path
-        self.fd: int | None = None
+        self.lock = FileLock(path)
 
     def acquire(self, wait_s: float = 2.0) -> bool:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        deadline = time.monotonic() + wait_s  # `status` takes the lock for an instant
-        while True:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    os.close(self.fd)
-                    self.fd = None
-                    return False
-                time.sleep(0.1)
+        """Take the lock, waiting up to `wait_s` (`status` takes it for an instant)."""
+        from filelock import Timeout
+
+        try:
+            self.lock.acquire(timeout=wait_s)
+        except Timeout:
+            return False
+        return True
 
     def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        if self.lock.is_locked:
+            self.lock.release()
 
     @staticmethod
     def held(path: Path) -> bool:
         """Whether some process holds the lock now (False if there is no lock file)."""
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
+        from filelock import FileLock, Timeout
+
+        if not path.is_file():
             return False
+        probe = FileLock(path)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return False
-        except BlockingIOError:
+            probe.acquire(timeout=0)
+        except Timeout:
             return True
-        finally:
-            os.close(fd)
+        probe.release()
+        return False
 
 
 def rank_command(recipe: dict, results: Path, scene_dir: Path, *selection: str) -> list[str]:
@@ -553,7 +550,7 @@ def run_scene(out: Path, config: dict, index: int) -> int:
                 started, start = now(), time.perf_counter()
                 if item.before:
                     item.before()
-                refill.run_logged(item.command, log, pass_fds=(lock.fd,))
+                refill.run_logged(item.command, log, tie_to_parent=True)
                 record = item.check() or {}
                 seconds = round(time.perf_counter() - start, 1)
                 state.finish(
