@@ -30,18 +30,21 @@ from benchmark.common import EMBED_SIZE, METRICS
 from benchmark.suite import DROP_RATES, Evaluation, ResultFolder, ranking_scores, seed_selection
 from realfill_utils import atomic_path, atomic_write_json, load_image, load_mask
 
-# RealBench, 33 scenes; quoted from the RealFill paper (Tang et al. 2024, Table 1 and the
-# seed-selection study) and GeoComplete (NeurIPS 2025), as gathered in REFERENCE.md.
-PAPER_ROWS = [
-    ("SD Inpaint", (10.63, 0.282, 0.605, 0.213, 0.831, 0.874)),
-    ("Generative Fill", (10.92, 0.311, 0.598, 0.212, 0.851, 0.898)),
-    ("Paint-by-Example", (10.13, 0.244, 0.642, 0.237, 0.797, 0.859)),
-    ("TransFill", (13.28, 0.404, 0.542, 0.192, 0.860, 0.866)),
-    ("RealFill (paper)", (14.78, 0.424, 0.431, 0.077, 0.948, 0.962)),
-    ("RealFill, seed selection drop 75%", (15.10, 0.427, 0.417, 0.060, 0.961, 0.970)),
-    ("GeoComplete (NeurIPS 2025)", (17.32, 0.578, 0.197, 0.036, 0.986, 0.987)),
-]
-PAPER_METRICS = ("PSNR", "SSIM", "LPIPS", "DreamSim", "DINO", "CLIP")
+PAPER_FILE = Path(__file__).with_name("paper_realbench.json")  # published RealBench figures
+
+
+def load_paper_table(path: Path = PAPER_FILE) -> tuple[tuple[str, ...], list]:
+    """(metric names, [(method, (value per metric)), ...]) from the published-figures file."""
+    table = json.loads(path.read_text())
+    metrics = tuple(table["metrics"])
+    rows = [(row["method"], tuple(row["values"])) for row in table["rows"]]
+    for method, values in rows:
+        assert len(values) == len(metrics), f"{path}: {method} has {len(values)} values"
+    return metrics, rows
+
+
+# Quoted, not measured: each row's source (paper and table) is in the file.
+PAPER_METRICS, PAPER_ROWS = load_paper_table()
 THUMB = 160  # contact-sheet thumbnail height, px
 PICTURES_VERSION = 2  # bump when plots or contact sheets change look: redraws them all
 
@@ -152,7 +155,6 @@ class Summary:
 # ---------------------------------------------------------------------------------------------
 def build_blocks(summary: Summary, settings: dict, skipped: list, outputs: dict) -> list:
     """The report as blocks: ("h", text), ("p", text), ("list", [items]), ("table", head, rows)."""
-    ev, metrics = summary.ev, summary.metrics
     blocks: list = [("h", "RealFill benchmark report")]
     blocks.append(
         (
@@ -162,7 +164,32 @@ def build_blocks(summary: Summary, settings: dict, skipped: list, outputs: dict)
             f"{settings['num_images']} images each. Arrows: ↑ higher is better, ↓ lower is better.",
         )
     )
-    blocks.append(("h2", "Metrics"))
+    blocks += metric_blocks(summary, skipped)
+    blocks.append(("h2", "Results (mean over scenes of the per-scene mean over images)"))
+    rows = [
+        [dataset, variant_label(variant), str(len(folders))]
+        + [fmt(summary.group_mean(folders, m), m) for m in summary.metrics]
+        for (dataset, variant), folders in summary.groups().items()
+    ]
+    blocks.append(("table", ["dataset", "variant", "scenes", *map(header, summary.metrics)], rows))
+    blocks += paper_blocks()
+    blocks += comparison_blocks(summary)
+    blocks += seed_selection_blocks(summary, settings.get("ranking_matcher"))
+    blocks.append(("h2", "Per folder"))
+    rows = [
+        [rf.name, variant_label(rf.variant)]
+        + [fmt(summary.folder_mean(rf, m), m) for m in summary.metrics]
+        for rf in summary.folders
+    ]
+    blocks.append(("table", ["folder", "variant", *map(header, summary.metrics)], rows))
+    blocks.append(("h2", "Files"))
+    blocks.append(("list", [f"{k}: {v}" for k, v in outputs.items()]))
+    return blocks
+
+
+def metric_blocks(summary: Summary, skipped: list) -> list:
+    """Each metric's definition and status, the resolution note, and every problem."""
+    ev, metrics = summary.ev, summary.metrics
     rows = []
     for m in metrics:
         spec, run = METRICS[m], ev.runs.get(m)
@@ -173,7 +200,8 @@ def build_blocks(summary: Summary, settings: dict, skipped: list, outputs: dict)
         if run and run.errors:
             counts += f", {len(run.errors)} errors"
         rows.append([header(m), spec.definition + (f" [{extra}]" if extra else ""), status, counts])
-    blocks.append(("table", ["metric", "definition", "status", "images"], rows))
+    head = ["metric", "definition", "status", "images"]
+    blocks: list = [("h2", "Metrics"), ("table", head, rows)]
     blocks.append(
         (
             "p",
@@ -185,98 +213,69 @@ def build_blocks(summary: Summary, settings: dict, skipped: list, outputs: dict)
     )
     errors = [f"{m}: {e}" for m in metrics if ev.runs.get(m) for e in ev.runs[m].errors]
     if errors or ev.problems or skipped:
-        blocks.append(("h2", "Problems"))
         items = [f"skipped {name}: {reason}" for name, reason in skipped]
         items += ev.problems + errors[:50]
         if len(errors) > 50:
             items.append(f"... and {len(errors) - 50} more image errors (see the JSON scores)")
-        blocks.append(("list", items))
+        blocks += [("h2", "Problems"), ("list", items)]
+    return blocks
 
-    blocks.append(("h2", "Results (mean over scenes of the per-scene mean over images)"))
-    rows = []
-    for (dataset, variant), folders in summary.groups().items():
-        rows.append(
-            [dataset, variant_label(variant), str(len(folders))]
-            + [fmt(summary.group_mean(folders, m), m) for m in metrics]
-        )
-    blocks.append(("table", ["dataset", "variant", "scenes"] + [header(m) for m in metrics], rows))
 
-    blocks.append(("h2", "Paper numbers on RealBench (quoted, not measured here)"))
-    blocks.append(
+def paper_blocks() -> list:
+    """The published RealBench figures, as PAPER_FILE holds them."""
+    rows = [
+        [name] + [fmt(v, m) for v, m in zip(values, PAPER_METRICS, strict=True)]
+        for name, values in PAPER_ROWS
+    ]
+    return [
+        ("h2", "Paper numbers on RealBench (quoted, not measured here)"),
         (
             "p",
             "Quoted from the RealFill paper (Tang et al., SIGGRAPH 2024; 33 scenes) and "
             "GeoComplete (NeurIPS 2025) for orientation. The paper does not name its "
-            "DreamSim/DINO/CLIP variants, so those columns compare only roughly.",
-        )
-    )
-    blocks.append(
-        (
-            "table",
-            ["method"] + [header(m) for m in PAPER_METRICS],
-            [
-                [name] + [fmt(v, m) for v, m in zip(row, PAPER_METRICS, strict=True)]
-                for name, row in PAPER_ROWS
-            ],
-        )
-    )
+            "DreamSim/DINO/CLIP variants, so those columns compare only roughly. Sources per "
+            f"row: benchmark/{PAPER_FILE.name}.",
+        ),
+        ("table", ["method", *map(header, PAPER_METRICS)], rows),
+    ]
 
+
+def comparison_blocks(summary: Summary) -> list:
+    """Every pair of variants of a dataset, over the scenes both have."""
     comparisons = summary.comparisons()
-    if comparisons:
-        blocks.append(("h2", "Variant comparisons (only scenes present in both)"))
-        rows = []
-        for dataset, a, b, common, values in comparisons:
-            for m in metrics:
-                va, vb = values[m]
-                delta = vb - va
-                better = (
-                    ""
-                    if math.isnan(delta) or delta == 0
-                    else (
-                        variant_label(b)
-                        if (delta > 0) == METRICS[m].higher_is_better
-                        else variant_label(a)
-                    )
-                )
-                rows.append(
-                    [
-                        dataset,
-                        f"{variant_label(a)} vs {variant_label(b)}",
-                        str(len(common)),
-                        header(m),
-                        fmt(va, m),
-                        fmt(vb, m),
-                        fmt(delta, m),
-                        better,
-                    ]
-                )
-        blocks.append(
-            (
-                "table",
-                [
-                    "dataset",
-                    "variants",
-                    "scenes",
-                    "metric",
-                    "first",
-                    "second",
-                    "second - first",
-                    "better",
-                ],
-                rows,
+    if not comparisons:
+        return []
+    rows = []
+    for dataset, a, b, common, values in comparisons:
+        for m in summary.metrics:
+            va, vb = values[m]
+            delta = vb - va
+            better = ""
+            if not (math.isnan(delta) or delta == 0):
+                better = variant_label(b if (delta > 0) == METRICS[m].higher_is_better else a)
+            variants = f"{variant_label(a)} vs {variant_label(b)}"
+            rows.append(
+                [dataset, variants, str(len(common)), header(m)]
+                + [fmt(va, m), fmt(vb, m), fmt(delta, m), better]
             )
-        )
+    head = ["dataset", "variants", "scenes", "metric", "first", "second", "second - first"]
+    return [
+        ("h2", "Variant comparisons (only scenes present in both)"),
+        ("table", [*head, "better"], rows),
+    ]
 
-    blocks.append(("h2", "Seed selection by correspondence ranking"))
-    blocks.append(
+
+def seed_selection_blocks(summary: Summary, matcher: str | None) -> list:
+    """Each metric at every drop rate, and why a folder has no ranking."""
+    blocks: list = [
+        ("h2", "Seed selection by correspondence ranking"),
         (
             "p",
-            "Each folder's images ranked by loftr_ranking.py (matcher: "
-            f"{settings.get('ranking_matcher')}); at drop rate X the lowest-ranked X% are dropped "
-            "and the top ceil(n*(1-X)) kept; means over scenes with a ranking.",
-        )
-    )
-    missing = {n: r for n, r in summary.rankings.items() if isinstance(r, str)}
+            f"Each folder's images ranked by loftr_ranking.py (matcher: {matcher}); at drop "
+            "rate X the lowest-ranked X% are dropped and the top ceil(n*(1-X)) kept; means over "
+            "scenes with a ranking.",
+        ),
+    ]
     rows = []
     for (dataset, variant), (n_ranked, table) in summary.seed_selection().items():
         if not n_ranked:
@@ -284,31 +283,18 @@ def build_blocks(summary: Summary, settings: dict, skipped: list, outputs: dict)
         for drop in DROP_RATES:
             rows.append(
                 [dataset, variant_label(variant), str(n_ranked), f"{drop:.0%}"]
-                + [fmt(table[drop][m], m) for m in metrics]
+                + [fmt(table[drop][m], m) for m in summary.metrics]
             )
     if rows:
-        blocks.append(
-            (
-                "table",
-                ["dataset", "variant", "ranked scenes", "drop"] + [header(m) for m in metrics],
-                rows,
-            )
-        )
+        head = ["dataset", "variant", "ranked scenes", "drop", *map(header, summary.metrics)]
+        blocks.append(("table", head, rows))
+    missing = [r for r in summary.rankings.values() if isinstance(r, str)]
     if missing:
         reasons: dict[str, int] = {}
-        for reason in missing.values():
+        for reason in missing:
             reasons[reason] = reasons.get(reason, 0) + 1
         blocks.append(("p", f"Seed selection unavailable for {len(missing)} folders:"))
         blocks.append(("list", [f"{n} x {reason}" for reason, n in reasons.items()]))
-
-    blocks.append(("h2", "Per folder"))
-    rows = [
-        [rf.name, variant_label(rf.variant)] + [fmt(summary.folder_mean(rf, m), m) for m in metrics]
-        for rf in summary.folders
-    ]
-    blocks.append(("table", ["folder", "variant"] + [header(m) for m in metrics], rows))
-    blocks.append(("h2", "Files"))
-    blocks.append(("list", [f"{k}: {v}" for k, v in outputs.items()]))
     return blocks
 
 

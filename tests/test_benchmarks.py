@@ -15,6 +15,7 @@ from conftest import make_scene
 from PIL import Image
 
 import benchmarks
+from benchmark import report
 from benchmark.suite import (
     RANKING_FILE,
     CacheLock,
@@ -330,3 +331,15 @@ def test_a_metric_that_scored_nothing_is_not_ok(tmp_path):
         "PSNR": "nothing scored",
         "LPIPS": "nothing scored",
     }
+
+
+def test_paper_table_comes_from_its_data_file_with_sources():
+    table = json.loads(report.PAPER_FILE.read_text())
+    assert all(row["source"] and len(row["values"]) == 6 for row in table["rows"])
+    md = report.render_markdown(report.paper_blocks())
+    assert "| method | PSNR ↑ | SSIM ↑ | LPIPS ↓ | DreamSim ↓ | DINO ↑ | CLIP ↑ |" in md
+    assert "| SD Inpaint | 10.63 | 0.282 | 0.605 | 0.213 | 0.831 | 0.874 |" in md
+    assert "| RealFill (paper) | 14.78 | 0.424 | 0.431 | 0.077 | 0.948 | 0.962 |" in md
+    assert "| RealFill, seed selection drop 75% | 15.10 | 0.427 | 0.417 | 0.060 | 0.961 |" in md
+    assert "| GeoComplete (NeurIPS 2025) | 17.32 | 0.578 | 0.197 | 0.036 | 0.986 | 0.987 |" in md
+    assert len([line for line in md.splitlines() if line.startswith("| ")]) == 1 + 7
