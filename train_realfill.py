@@ -40,7 +40,6 @@ CROP_SCALE = (0.5, 1.0)  # random resized crop: fraction of the image area kept
 CROP_RATIO = (3 / 4, 4 / 3)  # and its aspect-ratio range
 MAX_RECTANGLES = 5  # random training masks: union of 1..MAX_RECTANGLES rectangles
 PREVIEW_SCHEDULER, PREVIEW_STEPS = "dpmsolver++", 25  # validation previews, not final results
-ADAM_WEIGHT_DECAY = 1e-2
 MAX_GRAD_NORM = 1.0
 
 logger = logging.getLogger("realfill")
@@ -257,11 +256,14 @@ def trainable_state(models) -> dict[str, torch.Tensor]:
 
 
 def rng_state() -> dict:
+    """Every RNG's state as tensors, ints and lists (loadable with weights_only=True)."""
     import torch
 
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -272,8 +274,10 @@ def rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     import torch
 
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -327,7 +331,7 @@ def load_checkpoint(accelerator, path: Path, lora_models, optimizer, scheduler) 
     """Restore LoRA weights, optimizer, LR schedule and this process's RNG; return the step."""
     import torch
 
-    state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+    state = load_plain(path / "state.pt")
     if state["num_processes"] != accelerator.num_processes:
         raise ru.SceneError(
             f"{path} was written by {state['num_processes']} process(es), this run has "
@@ -344,14 +348,23 @@ def load_checkpoint(accelerator, path: Path, lora_models, optimizer, scheduler) 
             param.copy_(state["lora"][name])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["lr_scheduler"])
-    set_rng_state(
-        torch.load(
-            path / f"rng_state_{accelerator.process_index}.pt",
-            map_location="cpu",
-            weights_only=False,
-        )
-    )
+    set_rng_state(load_plain(path / f"rng_state_{accelerator.process_index}.pt"))
     return state["step"]
+
+
+def load_plain(path: Path) -> dict:
+    """A checkpoint file of tensors, numbers and lists, loaded without unpickling objects."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ru.SceneError(
+            f"{path} holds pickled objects (a checkpoint of an older version of this script): "
+            "it cannot be loaded safely; start a new --output_dir, or delete its checkpoints/"
+        ) from None
 
 
 def resolve_resume(spec: str | None, output_dir: Path) -> Path | None:
@@ -433,7 +446,9 @@ MERGED_PIPELINE = ["model_index.json", "unet", "text_encoder", "vae", "tokenizer
 
 def output_entries(args: argparse.Namespace) -> list[str]:
     """The top-level names this script writes into --output_dir."""
-    names = [ru.LORA_FILE, ru.SETTINGS_FILE, MODEL_CARD, "checkpoints", "logs", "validation"]
+    names = [ru.LORA_FILE, ru.SETTINGS_FILE, MODEL_CARD, "checkpoints", "validation"]
+    if not args.logging_dir.is_absolute():  # relative to --output_dir, as in diffusers' scripts
+        names.append(args.logging_dir.parts[0])
     return names + (MERGED_PIPELINE if args.save_merged_pipeline else [])
 
 
@@ -453,6 +468,8 @@ def check_inputs(args: argparse.Namespace) -> tuple[ru.Scene, Path | None]:
         record=ru.is_main_process(),
     )
     resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
+    if args.push_to_hub:
+        check_hub_access()
     return scene, resume
 
 
@@ -477,7 +494,7 @@ def train(args: argparse.Namespace, checked: tuple | None = None) -> Path:
         mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to,
         project_config=ProjectConfiguration(
-            project_dir=args.output_dir, logging_dir=args.output_dir / "logs"
+            project_dir=args.output_dir, logging_dir=args.output_dir / args.logging_dir
         ),
     )
     device = accelerator.device
@@ -523,7 +540,7 @@ def train(args: argparse.Namespace, checked: tuple | None = None) -> Path:
             "lr": args.text_encoder_learning_rate,
         },
     ]
-    optimizer = make_optimizer(param_groups, args.use_8bit_adam)
+    optimizer = make_optimizer(param_groups, args.use_8bit_adam, args.adam_weight_decay)
     scheduler_name = args.lr_scheduler
     if scheduler_name == "constant" and args.lr_warmup_steps > 0:
         scheduler_name = "constant_with_warmup"
@@ -614,6 +631,8 @@ def train(args: argparse.Namespace, checked: tuple | None = None) -> Path:
     if accelerator.is_main_process:
         export(args, lora_models)
         print(f"LoRA written to {args.output_dir / ru.LORA_FILE}")
+        if args.push_to_hub:
+            print(f"uploaded to {push_to_hub(args)}")
     accelerator.end_training()
     return args.output_dir
 
@@ -640,7 +659,7 @@ def enable_xformers(unet, device) -> None:
         print(f"xformers not used ({err}); using PyTorch scaled-dot-product attention")
 
 
-def make_optimizer(param_groups, use_8bit_adam: bool):
+def make_optimizer(param_groups, use_8bit_adam: bool, weight_decay: float):
     import torch
 
     if use_8bit_adam:
@@ -650,8 +669,8 @@ def make_optimizer(param_groups, use_8bit_adam: bool):
             raise ru.SceneError(
                 "--use_8bit_adam needs bitsandbytes: pip install -r requirements.txt"
             ) from None
-        return bnb.optim.AdamW8bit(param_groups, weight_decay=ADAM_WEIGHT_DECAY)
-    return torch.optim.AdamW(param_groups, weight_decay=ADAM_WEIGHT_DECAY)
+        return bnb.optim.AdamW8bit(param_groups, weight_decay=weight_decay)
+    return torch.optim.AdamW(param_groups, weight_decay=weight_decay)
 
 
 def tracker_config(args) -> dict:
@@ -722,6 +741,40 @@ def write_model_card(args, base_model: str, scene_name: str) -> None:
     )
     with ru.atomic_path(args.output_dir / MODEL_CARD) as tmp:
         card.save(tmp)
+
+
+# ---------------------------------------------------------------------------------------------
+# The Hugging Face Hub (--push_to_hub): the token comes from the environment or the usual login
+# ---------------------------------------------------------------------------------------------
+def check_hub_access() -> None:
+    """Raise SceneError now, not after hours of training, if an upload cannot happen."""
+    from huggingface_hub import constants, get_token
+
+    if constants.HF_HUB_OFFLINE:
+        raise ru.SceneError(
+            "--push_to_hub needs the network but HF_HUB_OFFLINE is set: unset it, or drop "
+            "--push_to_hub and upload the output folder later"
+        )
+    if get_token() is None:
+        raise ru.SceneError(
+            "--push_to_hub needs a Hugging Face token: set HF_TOKEN or run `hf auth login` "
+            "(tokens are never passed on the command line)"
+        )
+
+
+def push_to_hub(args) -> str:
+    """Upload the LoRA, its settings and model card (not checkpoints, logs or previews) to
+    --hub_model_id (default: the output folder's name) under the logged-in account."""
+    from huggingface_hub import create_repo, upload_folder
+
+    repo_id = create_repo(args.hub_model_id or args.output_dir.name, exist_ok=True).repo_id
+    upload_folder(
+        repo_id=repo_id,
+        folder_path=args.output_dir,
+        commit_message="RealFill LoRA",
+        allow_patterns=[ru.LORA_FILE, ru.SETTINGS_FILE, MODEL_CARD],
+    )
+    return f"https://huggingface.co/{repo_id}"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -822,6 +875,31 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="also write a full merged pipeline (unet/, text_encoder/, ...), ~5 GB",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--adam_weight_decay", type=float, default=1e-2, help="AdamW's decoupled weight decay"
+    )
+    p.add_argument(
+        "--num_train_epochs",
+        type=int,
+        default=None,
+        help="accepted for the original project's commands, NO effect: batches are drawn "
+        "fresh every step, so --max_train_steps alone sets the length",
+    )
+    p.add_argument(
+        "--logging_dir",
+        type=Path,
+        default=Path("logs"),
+        help="TensorBoard logs, relative to --output_dir",
+    )
+    p.add_argument(
+        "--push_to_hub",
+        action="store_true",
+        help="upload the LoRA and its model card when done; the token comes from HF_TOKEN or "
+        "`hf auth login`, checked before training starts",
+    )
+    p.add_argument(
+        "--hub_model_id", default=None, help="repository to push to; default: --output_dir's name"
+    )
     args = p.parse_args(argv)
     for name in ("train_batch_size", "max_train_steps", "lora_rank", "gradient_accumulation_steps"):
         if getattr(args, name) < 1:

@@ -21,9 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+import realfill_utils as ru
 from realfill_utils import (
     FEATHER_RADIUS,
-    HelpFormatter,
     SceneError,
     atomic_save_image,
     atomic_write_json,
@@ -38,7 +38,7 @@ MATCHERS = ("sift", "loftr")  # sift first: it needs no weights
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=ru.HelpFormatter)
     parser.add_argument("--scene_dir", type=Path, required=True, help="RealBench-layout scene")
     parser.add_argument(
         "--output_dir",

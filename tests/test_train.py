@@ -302,3 +302,42 @@ def test_fp16_on_cpu_is_refused(tiny_model, tmp_path, capsys):
                     str(scene), "--output_dir", str(tmp_path / "o"),
                     "--mixed_precision", "fp16"]) == ru.EXIT_INPUT  # fmt: skip
     assert "fp16 needs a CUDA GPU" in capsys.readouterr().err
+
+
+# --- the original project's flags, the hub, checkpoints without pickled objects ---------------
+def test_original_training_flags_are_accepted_and_weight_decay_reaches_adamw(tmp_path):
+    argv = ["--train_data_dir", "s", "--output_dir", str(tmp_path), "--num_train_epochs", "3",
+            "--adam_weight_decay", "0.05", "--logging_dir", "tb",
+            "--hub_model_id", "me/x"]  # fmt: skip
+    args = tr.parse_args(argv)
+    assert args.num_train_epochs == 3 and args.hub_model_id == "me/x" and not args.push_to_hub
+    assert "tb" in tr.output_entries(args) and "logs" not in tr.output_entries(args)
+    param = torch.nn.Parameter(torch.zeros(2))
+    optimizer = tr.make_optimizer([{"params": [param], "lr": 1e-3}], False, args.adam_weight_decay)
+    assert optimizer.param_groups[0]["weight_decay"] == 0.05
+
+
+def test_push_to_hub_offline_fails_before_training(tiny_model, tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    scene = make_scene(tmp_path / "scene")
+    start = time.perf_counter()
+    code = tr.main(["--pretrained_model_name_or_path", str(tiny_model), "--train_data_dir",
+                    str(scene), "--output_dir", str(tmp_path / "o"), "--push_to_hub"])  # fmt: skip
+    assert code == ru.EXIT_INPUT and time.perf_counter() - start < 30
+    assert "--push_to_hub needs the network but HF_HUB_OFFLINE is set" in capsys.readouterr().err
+    assert not (tmp_path / "o" / ru.LORA_FILE).exists()
+
+
+def test_checkpoints_load_without_unpickling_objects(tiny_model, tmp_path):
+    scene = make_scene(tmp_path / "scene")
+    out = tmp_path / "out"
+    run(train_cmd(tiny_model, scene, out, "--max_train_steps", "2", "--checkpointing_steps", "2"))
+    checkpoint = tr.list_checkpoints(out)[-1]
+    state = torch.load(checkpoint / "state.pt", weights_only=True)
+    assert state["step"] == 2 and state["lora"] and "state" in state["optimizer"]
+    rng = torch.load(checkpoint / "rng_state_0.pt", weights_only=True)
+    tr.set_rng_state(rng)  # the restored state is the saved one
+    assert torch.equal(torch.get_rng_state(), rng["torch"])
+    assert tr.rng_state()["python"] == rng["python"]
