@@ -11,7 +11,11 @@ The warp fill, a model-free completion in the spirit of TransFill (Zhou et al., 
 4. the warped references are fused per pixel by their support (inliers, reprojection error,
    agreement with the target's known pixels near the hole, distance from the warp's edge);
 5. hole pixels no reference covers are inpainted (OpenCV Telea), and the result is composited
-   over the target with the project's feathering, so the known region stays the target's own.
+   over the target with the project's feathering, so the known region stays the target's own;
+6. each hole pixel gets an expected error (`uncertainty`, grey levels): how far the other
+   references disagree with the fill there, and at least how far its plane missed the target's
+   known pixels. `fuse` uses it to weigh the warp fill against the diffusion's completions
+   (geometry-guided RealFill: infer.py --prior_image ... --prior_uncertainty ...).
 
 Conventions as in realfill_utils: `fill_mask` bool (H, W), True = fill; images uint8 RGB
 (H, W, 3); homographies map reference pixels (x, y, 1) to target pixels, pixel centres at
@@ -39,6 +43,9 @@ EDGE_RAMP = 8.0  # px: support fades to 0 towards the edge of a warped reference
 CONSENSUS_PATCH = 7  # px: patch over which candidates are compared with each other
 FALLBACK_RADIUS = 5  # px, OpenCV Telea radius for hole pixels no reference covers
 RANSAC_SEED = 0  # OpenCV's RANSAC draws from its global RNG: seeded, the fill is reproducible
+UNCERTAINTY_FILE = "uncertainty.png"  # warp_fill.py's per-pixel expected error of its fill
+NO_ESTIMATE = 255  # grey level in UNCERTAINTY_FILE: no reference covers the pixel
+SPREAD_PATCH = 7  # px: the completions' per-pixel spread is averaged over this patch
 
 
 @dataclass
@@ -93,6 +100,7 @@ class WarpFill:
     image: Image.Image  # composited over the target, the target's size
     covered: np.ndarray  # bool (H, W): hole pixels some reference filled
     source: np.ndarray  # int (H, W): index of the reference with most support, -1 = none
+    uncertainty: np.ndarray  # float (H, W), grey levels: the fill's expected error; inf = none
     alignments: list[Alignment]
     references: list[dict]  # per reference: report() + colour fit + hole seen / used
 
@@ -304,6 +312,7 @@ class Candidate:
     image: np.ndarray  # float32 (H, W, 3)
     valid: np.ndarray  # bool (H, W)
     support: np.ndarray  # float (H, W): plane quality x edge ramp x (plane's own region)
+    agreement: float  # grey levels: median |warp - target| on the known pixels next to the hole
 
 
 def consensus_cost(candidates: list[Candidate]) -> np.ndarray:
@@ -402,12 +411,14 @@ def warp_fill(
             agreement = float(np.median(difference[band])) if band.any() else 255.0
             quality = plane.inliers / (1.0 + plane.error_px**2) / (1.0 + (agreement / 8.0) ** 2)
             own = (labels == k) + 1e-3  # another plane's region: only where nothing else is
-            candidates.append(Candidate(r, image, valid, quality * edge_ramp(valid) * own))
+            support = quality * edge_ramp(valid) * own
+            candidates.append(Candidate(r, image, valid, support, agreement))
 
     height, width = fill_mask.shape
     filled = target_px.astype(np.float32)
     source = np.full((height, width), -1, dtype=np.intp)
     covered = np.zeros((height, width), dtype=bool)
+    uncertainty = np.full((height, width), np.inf)
     if candidates:
         support = np.stack([c.support for c in candidates])  # (C, H, W), 0 where not valid
         cost = consensus_cost(candidates)
@@ -424,6 +435,12 @@ def warp_fill(
         )[0]
         filled[any_valid] = chosen[any_valid]  # the feather band outside the hole blends it too
         covered = fill_mask & any_valid
+        # The fill's expected error: how far the other references are from it where they see
+        # the pixel, and never less than how far its plane missed the target's known pixels.
+        chosen_cost = np.take_along_axis(cost, best[None], 0)[0]
+        missed = np.array([c.agreement for c in candidates])[best]
+        expected = np.maximum(np.where(np.isfinite(chosen_cost), chosen_cost, 0.0), missed)
+        uncertainty = np.where(any_valid, expected, np.inf)
         owner = np.array([c.reference for c in candidates])[best]
         source = np.where(any_valid, owner, -1)
         for i in range(len(references)):
@@ -438,4 +455,52 @@ def warp_fill(
         )
     source = np.where(fill_mask, source, -2)  # -2: known pixel
     image = composite(Image.fromarray(filled_u8), target.convert("RGB"), fill_mask, feather_radius)
-    return WarpFill(image, covered, source, alignments, reports)
+    return WarpFill(image, covered, source, uncertainty, alignments, reports)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fusing the diffusion's completions with the warp fill
+# ---------------------------------------------------------------------------------------------
+def uncertainty_image(uncertainty: np.ndarray) -> Image.Image:
+    """8-bit grey image of an uncertainty map (grey levels, clipped at 254; inf -> NO_ESTIMATE)."""
+    finite = np.isfinite(uncertainty)
+    levels = np.clip(np.rint(np.where(finite, uncertainty, 0.0)), 0, NO_ESTIMATE - 1)
+    return Image.fromarray(np.where(finite, levels, NO_ESTIMATE).astype(np.uint8), mode="L")
+
+
+def read_uncertainty(image: Image.Image) -> np.ndarray:
+    """float (H, W) grey levels from uncertainty_image()'s picture; inf where NO_ESTIMATE."""
+    levels = np.asarray(image.convert("L"), dtype=np.float64)
+    return np.where(levels >= NO_ESTIMATE, np.inf, levels)
+
+
+def fuse(
+    completions: list[np.ndarray],
+    prior: np.ndarray,
+    uncertainty: np.ndarray,
+    fill_mask: np.ndarray,
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Pull each completion towards `prior` inside the hole where the prior is surer.
+
+    Two estimates of each hole pixel, each with its own error estimate: the prior (a warp
+    fill; `uncertainty`, grey levels, inf = none) and the diffusion (its error estimated by the
+    spread of the completions, which a fine-tuned model narrows where it knows the scene).
+    Inverse-variance weighting: weight = spread^2 / (spread^2 + uncertainty^2) on the prior.
+    `completions` uint8 (H, W, 3), at least two; `prior` uint8 (H, W, 3); `fill_mask` bool
+    (H, W), True = fill. Returns the fused completions (uint8; unchanged outside the hole) and
+    the weight map (float (H, W) in [0, 1], 0 outside the hole).
+    """
+    import cv2
+
+    if len(completions) < 2:
+        raise ValueError("fusing needs at least two completions: their spread is the estimate")
+    stack = np.stack(completions).astype(np.float32)
+    spread = stack.std(axis=0, ddof=1).mean(axis=-1)
+    spread = cv2.boxFilter(spread, -1, (SPREAD_PATCH, SPREAD_PATCH)).astype(np.float64)
+    variance = np.where(np.isfinite(uncertainty), uncertainty, 0.0) ** 2
+    weight = (spread**2 + 0.5) / (spread**2 + variance + 1.0)  # two exact estimates weigh alike
+    weight = np.where(np.isfinite(uncertainty) & fill_mask, weight, 0.0)
+    prior_px = prior.astype(np.float32)
+    w = weight[..., None].astype(np.float32)
+    fused = [np.clip(np.rint(w * prior_px + (1 - w) * c), 0, 255).astype(np.uint8) for c in stack]
+    return fused, weight

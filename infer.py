@@ -15,6 +15,11 @@ with --seed + i by its own generator: any single image can be regenerated alone
     # the paper samples with DDPM, 200 steps; a faster sampler by flag:
     accelerate launch infer.py ... --scheduler dpmsolver++ --num_inference_steps 25
 
+    # geometry-guided: start from the warp fill, and weigh it against the diffusion per pixel
+    python warp_fill.py --scene_dir RealBench/23 --output_dir results/RealBench-23-results-warp
+    python infer.py ... --prior_image results/RealBench-23-results-warp/0.png \
+        --prior_uncertainty results/RealBench-23-results-warp/uncertainty.png
+
 --model_path is the output folder of train_realfill.py (pytorch_lora_weights.safetensors +
 realfill_settings.json, the base model is read from it) or a merged pipeline folder with
 unet/ and text_encoder/ subfolders, as earlier implementations saved them.
@@ -327,6 +332,25 @@ def check_inputs(args: argparse.Namespace):
             )
     if not 0 < args.strength <= 1:
         raise ru.SceneError(f"--strength {args.strength}: must be in (0, 1]; 1 = pure noise")
+    args.uncertainty = None
+    if args.prior_uncertainty is not None:
+        if args.prior is None:
+            raise ru.SceneError(
+                f"--prior_uncertainty {args.prior_uncertainty} needs --prior_image: it says how "
+                "far that prior can be trusted"
+            )
+        if args.num_images < 2:
+            raise ru.SceneError(
+                f"--prior_uncertainty needs --num_images 2 or more (got {args.num_images}): the "
+                "completions' spread is the diffusion's side of the weighing"
+            )
+        args.uncertainty = ru.load_image(args.prior_uncertainty).convert("L")
+        if args.uncertainty.size != target.size:
+            raise ru.SceneError(
+                f"{args.prior_uncertainty} is {args.uncertainty.size[0]}x"
+                f"{args.uncertainty.size[1]} but the target is {target.size[0]}x{target.size[1]}: "
+                "it must be the uncertainty.png warp_fill.py wrote with the prior"
+            )
     source = inspect_model_path(args.model_path, args.pretrained_model_name_or_path)
     inputs = {
         "the scene": scene_folder(args.validation_image),
@@ -407,6 +431,9 @@ def _run(args, target, fill_mask, source, output_dir, started, progress) -> dict
                 progress(index)
         bar.close()
     state.wait_for_everyone()
+    prior_weight = None
+    if args.uncertainty is not None and state.is_main_process:
+        prior_weight = fuse_with_prior(args, output_dir, target, fill_mask)
     finished, finished_cpu = time.perf_counter(), time.process_time()
 
     import diffusers
@@ -439,6 +466,10 @@ def _run(args, target, fill_mask, source, output_dir, started, progress) -> dict
         "feather_radius": args.feather_radius,
         "prior_image": str(Path(args.prior_image).resolve()) if args.prior_image else None,
         "strength": args.strength if args.prior_image else 1.0,
+        "prior_uncertainty": (
+            str(Path(args.prior_uncertainty).resolve()) if args.prior_uncertainty else None
+        ),
+        "prior_weight_in_hole": prior_weight,  # mean weight of the prior after fusing
         "batch_size": args.batch_size,
         "mixed_precision": args.mixed_precision,
         "device": device,
@@ -456,6 +487,20 @@ def _run(args, target, fill_mask, source, output_dir, started, progress) -> dict
     if state.is_main_process:
         ru.atomic_write_json(record, output_dir / COMPLETIONS_FILE)  # last: marks a full run
     return record
+
+
+def fuse_with_prior(args, output_dir: Path, target, fill_mask: np.ndarray) -> float:
+    """Rewrite the completions fused with the prior (geometry.fuse); return the prior's mean
+    weight inside the hole."""
+    from geometry import fuse, read_uncertainty
+
+    files = [output_dir / f"{i}.png" for i in range(args.num_images)]
+    completions = [np.asarray(ru.load_image(f).convert("RGB")) for f in files]
+    prior = np.asarray(args.prior.convert("RGB"))
+    fused, weight = fuse(completions, prior, read_uncertainty(args.uncertainty), fill_mask)
+    for image, path in zip(fused, files, strict=True):
+        ru.atomic_save_image(Image.fromarray(image), path)
+    return round(float(weight[fill_mask].mean()), 4)
 
 
 def _positive_int(text: str) -> int:
@@ -535,6 +580,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=PRIOR_STRENGTH,
         help="with --prior_image: how far the prior is noised (1 = pure noise, the prior ignored)",
+    )
+    p.add_argument(
+        "--prior_uncertainty",
+        type=Path,
+        default=None,
+        help="with --prior_image: its per-pixel expected error (warp_fill.py's uncertainty.png); "
+        "each completion is then pulled towards the prior where the prior is surer than the "
+        "spread of the completions (geometry.fuse)",
     )
     p.add_argument(
         "--keep_raw",

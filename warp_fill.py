@@ -5,6 +5,9 @@ more RANSAC homographies, colour-matched, and the warps are fused per pixel; wha
 covers is inpainted (OpenCV Telea). The result is composited over the target with the usual
 feathering, so the known region stays the target's own. Writes into --output_dir:
   0.png               the completion (one: the method is deterministic)
+  uncertainty.png     per pixel, the fill's expected error in grey levels (how far the other
+                      references disagree with it; 255 = no reference covers the pixel): what
+                      infer.py --prior_uncertainty weighs the fill by against the diffusion
   warp_fill.json      per reference: matches, inliers, reprojection error, homographies, or
                       why it could not be aligned; how much of the hole was inpainted instead
 Name the folder <scene>-results-warp and benchmarks.py reads it as its own variant; give it
@@ -100,7 +103,10 @@ def main(argv=None) -> int:
         check_output(args.output_dir, args.scene_dir)
         check_output_dir(args.output_dir)
 
-        from geometry import warp_fill  # OpenCV and SciPy: only once the input is known good
+        import numpy as np
+
+        # OpenCV and SciPy: only once the input is known good
+        from geometry import UNCERTAINTY_FILE, uncertainty_image, warp_fill
         from loftr_ranking import make_matcher
 
         matcher = make_matcher(args.matcher, weights=args.loftr_weights)
@@ -126,6 +132,8 @@ def main(argv=None) -> int:
         return 130
 
     atomic_save_image(result.image, args.output_dir / "0.png")
+    atomic_save_image(uncertainty_image(result.uncertainty), args.output_dir / UNCERTAINTY_FILE)
+    expected = result.uncertainty[scene.fill_mask & result.covered]
     report = {
         "schema_version": SCHEMA_VERSION,
         "method": "warp_fill",
@@ -135,6 +143,8 @@ def main(argv=None) -> int:
         "hole_pixels": int(scene.fill_mask.sum()),
         "hole_covered_by_references": round(1.0 - result.fallback_share, 4),
         "hole_inpainted": round(result.fallback_share, 4),
+        "uncertainty_file": UNCERTAINTY_FILE,
+        "hole_median_uncertainty": round(float(np.median(expected)), 2) if expected.size else None,
         "references": result.references,
         "seconds": round(seconds, 3),
     }

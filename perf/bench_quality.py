@@ -158,6 +158,7 @@ def finish_scene(scene: Path, args, out: Path, name: str, seconds: float, refill
     covered = json.loads((warp / "warp_fill.json").read_text())["hole_covered_by_references"]
     records[""]["hole_covered_by_references"] = covered
     prior = ["--prior_image", warp / "0.png", "--strength", args.strength]
+    prior += ["--prior_uncertainty", warp / "uncertainty.png"]  # and weighed against it
     jobs["geo"] = (model, "ddpm", 200, prior if covered >= MIN_PRIOR_COVERAGE else [])
     for variant, (model_path, scheduler, steps, extra) in jobs.items():
         print(f"== {name}: {variant} ({scheduler}, {steps} steps)", flush=True)
@@ -318,7 +319,9 @@ def write_results(
         + ", ".join(f"{s} ({kinds[s]})" for s in scenes)
         + f"; {args.num_images} completions each at {args.resolution} px, DDPM 200 unless "
         f"named; RealFill trained {args.max_train_steps} steps at batch 16 with `{recipe}`; "
-        f"geometry-guided RealFill starts from the warp fill noised to strength {args.strength}; "
+        f"geometry-guided RealFill starts from the warp fill noised to strength {args.strength} "
+        "and pulls each completion towards it per pixel by inverse-variance weighting (the "
+        "warp's expected error against the completions' spread: geometry.fuse); "
         "SIFT ranking for seed selection. Scores: masked PSNR (dB) / masked SSIM inside the "
         "hole against gt.png at its own size. The reference fills are deterministic (one "
         "image per scene, no seed selection).",

@@ -110,8 +110,10 @@ def test_script_writes_results_and_report(tmp_path, capsys):
     assert (
         warp_fill.main(["--scene_dir", str(DATA / "Custom" / "5"), "--output_dir", str(out)]) == 0
     )
-    assert sorted(p.name for p in out.iterdir()) == ["0.png", "warp_fill.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["0.png", "uncertainty.png", "warp_fill.json"]
     report = json.loads((out / "warp_fill.json").read_text())
+    uncertainty = geometry.read_uncertainty(Image.open(out / "uncertainty.png"))
+    assert np.isinf(uncertainty[load_scene(DATA / "Custom" / "5").fill_mask]).all()  # unseen
     assert report["schema_version"] == 1 and report["method"] == "warp_fill"
     assert report["hole_inpainted"] == 1.0  # scene 5: no reference sees the hole
     for ref in report["references"]:
@@ -152,3 +154,50 @@ def test_bad_input_exits_2_with_a_clear_error(tmp_path, capsys, case, message):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err
     assert sorted(p.relative_to(scene) for p in scene.rglob("*")) == before
+
+
+def test_uncertainty_grows_where_the_references_disagree():
+    """Parallax scene: where one plane's warp is wrong, the references disagree, so the fill's
+    expected error is higher where its actual error is higher."""
+    scene = load_scene(DATA / "Custom" / "4")
+    references = list(zip([p.name for p in scene.reference_paths], scene.references, strict=True))
+    result = geometry.warp_fill(scene.target, scene.fill_mask, references, make_matcher("sift"))
+    gt = np.asarray(scene.gt, dtype=np.float64)
+    error = np.abs(np.asarray(result.image, dtype=np.float64) - gt).mean(axis=-1)
+    hole = scene.fill_mask & np.isfinite(result.uncertainty)
+    sure = hole & (result.uncertainty <= np.median(result.uncertainty[hole]))
+    unsure = hole & ~sure
+    assert sure.any() and unsure.any()
+    assert error[sure].mean() < error[unsure].mean()
+    picture = geometry.uncertainty_image(result.uncertainty)  # round trip through the PNG
+    assert np.array_equal(
+        geometry.read_uncertainty(picture)[hole], np.clip(np.rint(result.uncertainty[hole]), 0, 254)
+    )
+
+
+def test_fuse_weighs_the_prior_by_both_uncertainties():
+    rng = np.random.default_rng(0)
+    height, width = 24, 32
+    fill_mask = np.zeros((height, width), dtype=bool)
+    fill_mask[4:20, 8:24] = True
+    prior = np.full((height, width, 3), 200, dtype=np.uint8)
+    spread = np.where(np.arange(width) < width // 2, 60.0, 2.0)[None, :, None]  # left: unsure
+    completions = [
+        np.clip(100 + spread * rng.standard_normal((height, width, 3)), 0, 255).astype(np.uint8)
+        for _ in range(8)
+    ]
+    uncertainty = np.full((height, width), 5.0)
+    uncertainty[:, 12:14] = np.inf  # no estimate: the prior has no say there
+    fused, weight = geometry.fuse(completions, prior, uncertainty, fill_mask)
+
+    for before, after in zip(completions, fused, strict=True):
+        assert np.array_equal(before[~fill_mask], after[~fill_mask])  # known region untouched
+        assert np.array_equal(before[:, 12:14], after[:, 12:14])
+    assert (weight[~fill_mask] == 0).all() and (weight[:, 12:14] == 0).all()
+    # Where the diffusion is unsure (large spread), the prior (expected error 5) dominates;
+    # where the diffusion agrees with itself better than the prior, the diffusion does.
+    assert weight[8:16, 8:11].min() > 0.9
+    assert weight[8:16, 20:24].max() < 0.5
+    assert np.abs(np.stack(fused)[:, 8:16, 8:11].astype(float) - 200).mean() < 15
+    with pytest.raises(ValueError, match="at least two"):
+        geometry.fuse(completions[:1], prior, uncertainty, fill_mask)

@@ -320,6 +320,9 @@ def _bad_inputs(tmp_path: Path, lora_dir: Path, case: str) -> tuple[list[str], s
         "unwritable output": "output folder is not writable",
         "fp16 on cpu": "fp16 needs a CUDA GPU",
         "cuda without gpu": "no CUDA GPU is visible",
+        "uncertainty without prior": "needs --prior_image",
+        "uncertainty with one image": "needs --num_images 2 or more",
+        "uncertainty size": "it must be the uncertainty.png",
     }[case]
     extra = []
     if case == "missing model":
@@ -346,6 +349,14 @@ def _bad_inputs(tmp_path: Path, lora_dir: Path, case: str) -> tuple[list[str], s
         extra = ["--mixed_precision=fp16", "--device=cpu"]
     elif case == "cuda without gpu":
         extra = ["--device=cuda"]
+    elif case.startswith("uncertainty"):
+        small = tmp_path / "uncertainty.png"
+        Image.new("L", (24, 20) if case.endswith("size") else (48, 40)).save(small)
+        extra = [f"--prior_uncertainty={small}", "--num_images=2"]
+        if case != "uncertainty without prior":
+            extra.append(f"--prior_image={image}")
+        if case.endswith("one image"):
+            extra.append("--num_images=1")
     argv = [
         f"--model_path={model}",
         f"--validation_image={image}",
@@ -368,6 +379,9 @@ def _bad_inputs(tmp_path: Path, lora_dir: Path, case: str) -> tuple[list[str], s
         "unwritable output",
         "fp16 on cpu",
         "cuda without gpu",
+        "uncertainty without prior",
+        "uncertainty with one image",
+        "uncertainty size",
     ],
 )
 def test_bad_inputs_fail_clearly_before_any_model_loads(case, lora_dir, tmp_path, no_model_loading):
@@ -436,3 +450,51 @@ def test_a_prior_guides_sampling_and_keeps_the_known_region(pipes, scene_dir):
     hole = np.asarray(guided.resize(scene.target.size))[scene.fill_mask].mean()
     assert hole < np.asarray(free.resize(scene.target.size))[scene.fill_mask].mean() - 20
     assert_known_region_kept(done, scene, ru.FEATHER_RADIUS)
+
+
+def test_prior_uncertainty_pulls_completions_towards_a_sure_prior(lora_dir, tmp_path):
+    """Geometry-guided completion: where the prior's expected error is 0 the completions follow
+    it; where it has no estimate (255) they are the diffusion's own; the known region is kept."""
+    import geometry
+
+    scene_dir = make_scene(tmp_path / "scene")
+    scene = ru.load_scene(scene_dir)
+    green = np.array([0, 255, 0])
+    prior = np.where(scene.fill_mask[..., None], green, pixels(scene.target)).astype(np.uint8)
+    Image.fromarray(prior).save(tmp_path / "prior.png")
+    uncertainty = np.zeros(scene.fill_mask.shape)
+    half = scene.fill_mask.shape[1] // 2
+    uncertainty[:, half:] = np.inf
+    geometry.uncertainty_image(uncertainty).save(tmp_path / "uncertainty.png")
+    common = [
+        f"--model_path={lora_dir}",
+        f"--validation_image={scene_dir / 'target/target.png'}",
+        f"--validation_mask={scene_dir / 'target/mask.png'}",
+        "--num_images=3",
+        f"--num_inference_steps={STEPS}",
+        f"--prior_image={tmp_path / 'prior.png'}",
+        "--strength=1",  # sampling ignores the prior: only the fusing uses it
+    ]
+    plain = infer.run(infer.parse_args([*common, f"--output_dir={tmp_path / 'plain'}"]))
+    fused = infer.run(
+        infer.parse_args(
+            [
+                *common,
+                f"--output_dir={tmp_path / 'fused'}",
+                f"--prior_uncertainty={tmp_path / 'uncertainty.png'}",
+            ]
+        )
+    )
+    assert plain["prior_weight_in_hole"] is None and 0 < fused["prior_weight_in_hole"] < 1
+    assert fused["prior_uncertainty"] == str((tmp_path / "uncertainty.png").resolve())
+    sure = scene.fill_mask.copy()
+    sure[:, half:] = False
+    unsure = scene.fill_mask & ~sure
+    for i in range(3):
+        before = pixels(Image.open(tmp_path / "plain" / f"{i}.png"))
+        after = pixels(Image.open(tmp_path / "fused" / f"{i}.png"))
+        fused_image = Image.open(tmp_path / "fused" / f"{i}.png")
+        assert_known_region_kept(fused_image, scene, ru.FEATHER_RADIUS)
+        assert np.array_equal(before[unsure], after[unsure])
+        # the prior's weight there is at least 1/2 (0 expected error against any spread)
+        assert np.abs(after[sure] - green).mean() <= np.abs(before[sure] - green).mean() / 2 + 1
