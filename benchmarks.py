@@ -26,6 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import realfill_utils as ru
 from benchmark.common import METRICS
 from benchmark.report import Summary, write_reports
 from benchmark.suite import RANKING_FILE, discover, evaluate, rank
@@ -35,7 +36,6 @@ from realfill_utils import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     NUM_IMAGES,
-    HelpFormatter,
     SceneError,
 )
 
@@ -55,7 +55,7 @@ def metric_name(text: str) -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=ru.HelpFormatter)
     parser.add_argument(
         "--results_base_dir",
         type=Path,

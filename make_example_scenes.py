@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from realfill_utils import HelpFormatter, SceneError, atomic_path
+import realfill_utils as ru
+from realfill_utils import SceneError, atomic_path
 
 SCHEMA_VERSION = 1
 CONVENTIONS = {
@@ -745,7 +746,7 @@ def pixel_note(expected: Path, actual: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=ru.HelpFormatter)
     parser.add_argument(
         "--output_dir", type=Path, default=Path("data"), help="where Custom/<N>/ scenes go"
     )

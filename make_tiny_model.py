@@ -159,7 +159,12 @@ def save_sd2_pipeline(output_dir: Path, tokenizer, text_encoder, vae, unet) -> N
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=ru.HelpFormatter)
-    parser.add_argument("--output_dir", type=Path, default=Path("models/tiny-sd2-inpainting"))
+    parser.add_argument(
+        "--output_dir",
+        type=Path,
+        default=Path("models/tiny-sd2-inpainting"),
+        help="pipeline folder to write (pass it as --pretrained_model_name_or_path)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
     args = parser.parse_args()
     print(build_tiny_model(args.output_dir, seed=args.seed))

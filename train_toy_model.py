@@ -740,7 +740,7 @@ def train_toy_model(args: argparse.Namespace) -> dict:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=ru.HelpFormatter)
-    p.add_argument("--output_dir", type=Path, default=ru.TOY_MODEL)
+    p.add_argument("--output_dir", type=Path, default=ru.TOY_MODEL, help="pipeline folder to write")
     p.add_argument("--vae_steps", type=int, default=VAE_STEPS, help="VAE training steps")
     p.add_argument("--unet_steps", type=int, default=UNET_STEPS, help="UNet training steps")
     p.add_argument("--seed", type=int, default=0, help="initialisation and data seed")

@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python benchmark/psnr.py` puts benchmark/ first, not the root
     sys.path.insert(0, str(ROOT))
 
+import realfill_utils as ru  # noqa: E402
 from realfill_utils import (  # noqa: E402
-    HelpFormatter,
     SceneError,
     hub_offline,
     load_image,
@@ -330,7 +330,7 @@ def stream(out, record: dict) -> None:
 
 
 def parse_args(spec: MetricSpec, doc: str, argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=doc, formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(description=doc, formatter_class=ru.HelpFormatter)
     parser.add_argument(
         "--jobs_file",
         default="-",

@@ -31,6 +31,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import realfill_utils as ru  # noqa: E402
 from realfill_utils import atomic_write_json  # noqa: E402
 
 # Quoted from REFERENCE.md (the earlier public implementation on this machine, same workload);
@@ -172,15 +173,15 @@ def lpips_run(root: Path, subset: str, weights: Path) -> dict:
 
 
 def main() -> None:
-    from benchmark.common import HelpFormatter
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=ru.HelpFormatter)
     parser.add_argument("--scenes", type=int, default=33, help="RealBench has 33")
     parser.add_argument("--images", type=int, default=16, help="completions per scene")
     parser.add_argument("--size", type=int, default=512, help="image side, px")
     parser.add_argument("--repeats", type=int, default=2, help="cold/straightforward pairs")
     parser.add_argument("--lpips_scenes", type=int, default=5, help="scenes for the LPIPS timing")
-    parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "perf" / "results", help="folder for the results files"
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     NUM_IMAGES[0] = args.images

@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import loftr_ranking as lr  # noqa: E402
+import realfill_utils as ru  # noqa: E402
 from realfill_utils import atomic_path, atomic_write_json, load_mask  # noqa: E402
 
 RESULTS = ROOT / "perf" / "results"
@@ -215,9 +216,7 @@ def markdown(report: dict) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__,
-        formatter_class=type(
-            "F", (argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter), {}
-        ),
+        formatter_class=ru.HelpFormatter,
     )
     parser.add_argument(
         "--max-sides",
@@ -231,6 +230,7 @@ def main(argv=None) -> None:
         nargs="+",
         default=["sift", "loftr", "loftr-dense"],
         choices=["sift", "loftr", "loftr-dense"],
+        help="matchers to time (loftr-dense: LoFTR with its coarse threshold at 0)",
     )
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's own choice)"

@@ -33,6 +33,8 @@ RESULTS = ROOT / "perf" / "results"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+import realfill_utils as ru  # noqa: E402
+
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -46,7 +48,6 @@ def earlier_style_steps(model: str, scene: str, resolution: int, steps: int) -> 
     from PIL import Image
     from torchvision import transforms
 
-    import realfill_utils as ru
     import train_realfill as tr
 
     paths = sorted((Path(scene) / "ref").iterdir()) + [Path(scene) / "target" / "target.png"]
@@ -219,7 +220,6 @@ def real_step(batch: int, checkpointing: bool) -> None:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    import realfill_utils as ru
     import train_realfill as tr
     from make_tiny_model import SD2_SCHEDULER
 
@@ -340,16 +340,15 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--_real_step":
         real_step(int(sys.argv[2]), bool(int(sys.argv[3])))
         return
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=ru.HelpFormatter)
+    parser.add_argument(
+        "--part", choices=["speed", "memory"], required=True, help="what to measure (see above)"
     )
-    parser.add_argument("--part", choices=["speed", "memory"], required=True)
     parser.add_argument("--short", type=int, default=5, help="steps of the first timed run")
     parser.add_argument("--long", type=int, default=25, help="steps of the second timed run")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    import realfill_utils as ru
 
     if args.part == "speed":
         result = bench_speed(args.short, args.long)

@@ -24,9 +24,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import realfill_utils as ru  # noqa: E402
 from benchmark.psnr import masked_psnr  # noqa: E402
 from benchmark.ssim import masked_ssim  # noqa: E402
-from realfill_utils import HelpFormatter, atomic_path, composite, load_scene  # noqa: E402
+from realfill_utils import atomic_path, composite, load_scene  # noqa: E402
 
 MARK_BEGIN = "<!-- warp_fill table: written by perf/bench_warp.py -->"
 MARK_END = "<!-- end of warp_fill table -->"
@@ -87,10 +88,19 @@ def score(scene, image: Image.Image) -> tuple[float, float]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--data_dir", type=Path, default=ROOT / "data" / "Custom")
-    parser.add_argument("--output", type=Path, default=ROOT / "perf" / "results" / "warp_fill")
-    parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "geometry.md")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=ru.HelpFormatter)
+    parser.add_argument(
+        "--data_dir", type=Path, default=ROOT / "data" / "Custom", help="example scenes"
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=ROOT / "perf" / "results" / "warp_fill",
+        help="results stem: <output>.md and <output>.json",
+    )
+    parser.add_argument(
+        "--docs", type=Path, default=ROOT / "docs" / "geometry.md", help="doc whose table is redone"
+    )
     args = parser.parse_args(argv)
 
     import cv2

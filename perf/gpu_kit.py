@@ -40,7 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from realfill_utils import HelpFormatter, atomic_path, atomic_write_json  # noqa: E402
+import realfill_utils as ru  # noqa: E402
+from realfill_utils import atomic_path, atomic_write_json  # noqa: E402
 
 RESULTS = ROOT / "perf" / "results"
 SCHEMA_VERSION = 1  # of the results file; the keys are documented in docs/gpu_kit.md
@@ -146,8 +147,6 @@ def write_scene(folder: Path, size: int, n_refs: int = 3) -> Path:
 # ---------------------------------------------------------------------------------------------
 def _torch_setup(spec: dict):
     import torch
-
-    import realfill_utils as ru
 
     ru.quiet_libraries()
     if spec["device"] == "cuda":
@@ -398,7 +397,6 @@ def job_loftr(spec: dict) -> dict:
 
     torch = _torch_setup(spec)
     import loftr_ranking as lr
-    import realfill_utils as ru
 
     device, config = spec["device"], spec["loftr"]
     scene = Path(spec["scene"])
@@ -799,7 +797,7 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(
         description=__doc__,
-        formatter_class=HelpFormatter,
+        formatter_class=ru.HelpFormatter,
     )
     parser.add_argument(
         "--smoke", action="store_true", help="tiny model, 64 px, CPU: checks every code path"
