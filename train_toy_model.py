@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import colorsys
+import functools
 import json
 import math
 import platform
@@ -36,12 +37,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, ImageFilter
-from tqdm.auto import tqdm
 
 import realfill_utils as ru
 from make_tiny_model import (
@@ -50,6 +49,9 @@ from make_tiny_model import (
     small_text_encoder,
     write_sd2_tokenizer,
 )
+
+if TYPE_CHECKING:  # torch is imported where it is used, so that --help answers at once
+    import torch
 
 RESOLUTION = 64  # px: the demo's resolution; the UNet trains at it, the VAE is checked at it
 VAE_CROP = 32  # px: the VAE is fully convolutional, so it trains on small crops, 4x cheaper
@@ -109,10 +111,25 @@ UNET_CONFIG = dict(
 )
 
 
+def no_grad(fn):
+    """torch.no_grad() around `fn`, importing torch only when `fn` is called."""
+
+    @functools.wraps(fn)
+    def without_grad(*args, **kwargs):
+        import torch
+
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+
+    return without_grad
+
+
 # ---------------------------------------------------------------------------------------------
 # Data: crops of the reserved photos, and procedural dead-leaves images
 # ---------------------------------------------------------------------------------------------
 def _randint(high: int, generator: torch.Generator) -> int:
+    import torch
+
     return int(torch.randint(high, (), generator=generator))
 
 
@@ -123,6 +140,7 @@ class PhotoCrops:
 
     def __init__(self, size: int, max_levels: int = 4):
         import skimage.data
+        import torch
 
         from make_example_scenes import RESERVED
 
@@ -155,6 +173,8 @@ class PhotoCrops:
         return np.stack(picks)
 
     def sample(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        import torch
+
         crops = []
         for _ in range(batch_size):
             i = _randint(len(self.levels), generator)
@@ -264,6 +284,8 @@ class DeadLeaves:
         return np.clip(canvas, 0, 1).astype(np.float32)
 
     def sample(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        import torch
+
         seed = int(torch.randint(2**62, (), generator=generator))
         rng = np.random.default_rng(seed)
         images = [self.one(rng, generator) for _ in range(batch_size)]
@@ -279,6 +301,8 @@ class TrainingImages:
         self.procedural = DeadLeaves(size, self.photos)
 
     def sample(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        import torch
+
         procedural = int(round(batch_size * PROCEDURAL_FRACTION))
         parts = [self.procedural.sample(procedural, generator)] if procedural else []
         if batch_size - procedural:
@@ -289,6 +313,8 @@ class TrainingImages:
 def heldout_images(size: int) -> list[tuple[str, torch.Tensor]]:
     """The example scenes' ground truths and references, resized to `size` on the short side
     and centre-cropped to a multiple of 8: images the toy model never trains on."""
+    import torch
+
     images = []
     for path in sorted((ROOT / "data" / "Custom").glob("*/*/*")):
         if path.name in ("mask.png", "target.png") or path.suffix not in ru.IMAGE_EXTENSIONS:
@@ -318,7 +344,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor | None = None) -
     return 10 * math.log10(255**2 / max(mse, 1e-10))
 
 
-@torch.no_grad()
+@no_grad
 def reconstruction_scores(vae, images: list[tuple[str, torch.Tensor]]) -> tuple[dict, list]:
     """PSNR (dB) of VAE encode (posterior mean) + decode per image, and the mean colour error
     (decoded minus original, 8-bit levels, per RGB channel) averaged over the images."""
@@ -335,6 +361,8 @@ def reconstruction_scores(vae, images: list[tuple[str, torch.Tensor]]) -> tuple[
 def thumbnail_psnr(images: list[tuple[str, torch.Tensor]], factor: int) -> float:
     """Mean PSNR of a bicubic thumbnail at 1/factor scaled back up: what 3 channels at the
     latents' size keep, a yardstick for a VAE with 4."""
+    import torch.nn.functional as F
+
     scores = []
     for _, image in images:
         small = F.interpolate(image[None], scale_factor=1 / factor, mode="bicubic", antialias=True)
@@ -362,6 +390,8 @@ class Checkpoint:
         self.key = {"seed": args.seed, "vae_steps": args.vae_steps, "unet_steps": args.unet_steps}
 
     def load(self) -> dict | None:
+        import torch
+
         if not self.path.is_file():
             return None
         state = torch.load(self.path, weights_only=True)
@@ -373,6 +403,8 @@ class Checkpoint:
         return state
 
     def save(self, state: dict) -> None:
+        import torch
+
         with ru.atomic_path(self.path) as tmp:
             torch.save({**state, "key": self.key}, tmp)
 
@@ -385,6 +417,9 @@ class Checkpoint:
 def run_stage(name, model, loss_fn, steps, lr, warmup, state, checkpoint, generator, log):
     """Train `model` for `steps` AdamW steps of `loss_fn(step)`, continuing from `state` (the
     run's checkpoint dict, updated in place) if it holds this stage; returns the loss curve."""
+    import torch
+    from tqdm.auto import tqdm
+
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=1e-2
     )
@@ -430,6 +465,8 @@ def run_stage(name, model, loss_fn, steps, lr, warmup, state, checkpoint, genera
 
 
 def vae_loss_fn(vae, data: TrainingImages, generator: torch.Generator):
+    import torch.nn.functional as F
+
     def loss():
         images = data.sample(BATCH_SIZE, generator)
         posterior = vae.encode(images).latent_dist
@@ -443,11 +480,13 @@ def vae_loss_fn(vae, data: TrainingImages, generator: torch.Generator):
     return loss
 
 
-@torch.no_grad()
+@no_grad
 def normalise_latents(vae, data: TrainingImages, generator: torch.Generator) -> dict:
     """Centre and scale the latents per channel (zero mean, unit std over 512 training crops),
     folded into quant_conv (encoder side) and post_quant_conv (decoder side); scaling_factor
     becomes 1. Returns the statistics before folding."""
+    import torch
+
     latents = torch.cat(
         [vae.encode(data.sample(32, generator)).latent_dist.sample() for _ in range(16)]
     )
@@ -470,6 +509,8 @@ def normalise_latents(vae, data: TrainingImages, generator: torch.Generator) -> 
 def unet_loss_fn(components, data: TrainingImages, generator: torch.Generator):
     """The inpainting objective through RealFill's own loss and masks (nothing is "known-only"
     here, so every latent counts)."""
+    import torch
+
     import train_realfill as tr
 
     models = tr.training_models(components, torch.device("cpu"), torch.float32)
@@ -493,6 +534,8 @@ def unet_loss_fn(components, data: TrainingImages, generator: torch.Generator):
 # ---------------------------------------------------------------------------------------------
 def central_hole(size: int, hole: int) -> torch.Tensor:
     """(1, 1, size, size) float mask, 1 inside a centred hole x hole square."""
+    import torch
+
     mask = torch.zeros(1, 1, size, size)
     start = (size - hole) // 2
     mask[..., start : start + hole, start : start + hole] = 1
@@ -509,7 +552,7 @@ def heldout_squares(size: int) -> list[torch.Tensor]:
     return squares
 
 
-@torch.no_grad()
+@no_grad
 def colour_swap_probe(components, timesteps=(999, 750, 500, 250)) -> dict:
     """Does the UNet take colour from the known region or from the noisy latent?
 
@@ -517,6 +560,9 @@ def colour_swap_probe(components, timesteps=(999, 750, 500, 250)) -> dict:
     while the masked-image conditioning comes from the true image (a centred hole of half the
     side); the predicted clean image is scored inside the hole against both. A model that
     follows the conditioning scores higher against the truth."""
+    import torch
+    import torch.nn.functional as F
+
     import train_realfill as tr
 
     vae, unet = components.vae, components.unet
@@ -553,11 +599,12 @@ def colour_swap_probe(components, timesteps=(999, 750, 500, 250)) -> dict:
     return result
 
 
-@torch.no_grad()
+@no_grad
 def small_hole_inpainting(components, seeds=(0, 1, 2, 3)) -> dict:
     """Masked PSNR inside a centred 16 px hole (at 64 px) of each held-out image: the un-tuned
     model (DPM-Solver++ 25 steps, mean over seeds) against OpenCV Telea and a mean-colour fill."""
     import cv2
+    import torch
 
     size, hole = RESOLUTION, RESOLUTION // 4
     fill = central_hole(size, hole)[0, 0].numpy().astype(bool)
@@ -627,6 +674,8 @@ def measure_only(output_dir: Path) -> dict:
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, H, W) float in [-1, 1]."""
+    import torch
+
     return torch.from_numpy(np.asarray(pixels, np.float32)).permute(2, 0, 1) / 127.5 - 1
 
 
@@ -635,6 +684,7 @@ def to_tensor(pixels: np.ndarray) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 def build_untrained(seed: int):
     """Random VAE, UNet and text encoder of the toy architecture, and the SD2 tokenizer."""
+    import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTokenizer
 
@@ -661,6 +711,9 @@ def save_pipeline(output_dir: Path, tokenizer, text_encoder, vae, unet, record: 
 
 def train_toy_model(args: argparse.Namespace) -> dict:
     """Both stages, the measurements, then save; returns the training record."""
+    import torch
+    from tqdm.auto import tqdm
+
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     checkpoint = Checkpoint(args.checkpoint_dir, args)
