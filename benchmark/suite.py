@@ -6,14 +6,13 @@ Cache layout (under --cache_dir):
     scores/<results folder>/<METRIC>.json   {"schema_version": 1, "metric": "PSNR",
         "entries": {"0.png": {"key": "<sha256>", "value": 14.2, "resized": false}, ...}}
     file_hashes.json                        {"<abs path>": [size, mtime_ns, "<sha256>"]}
-    .lock                                   fcntl lock held while a cache file is rewritten
+    .lock                                   file lock held while a cache file is rewritten
 An entry is valid only if its key matches sha256 over (gt, mask and result file contents, metric
 name, metric version, metric parameters): regenerating one image invalidates only its entries.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import math
@@ -27,6 +26,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from filelock import FileLock
 
 from benchmark.common import METRICS, ROOT, UNAVAILABLE_EXIT, MetricSpec
 from realfill_utils import atomic_write_json, list_images
@@ -142,11 +143,8 @@ def discover(
 # Content hashes and the score cache
 # ---------------------------------------------------------------------------------------------
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class HashIndex:
@@ -183,23 +181,20 @@ class HashIndex:
 
 
 class CacheLock:
-    """An exclusive fcntl lock on <cache_dir>/.lock: runs sharing a cache take turns writing."""
+    """An exclusive lock on <cache_dir>/.lock: runs sharing a cache, and the threads of one run,
+    take turns writing (each thread holds its own descriptor of the lock file)."""
 
     def __init__(self, cache_dir: Path):
         cache_dir.mkdir(parents=True, exist_ok=True)
         self.path = cache_dir / ".lock"
-        self._thread_lock = threading.Lock()
+        self._lock = FileLock(self.path)  # waits as long as the holder needs
 
     def __enter__(self):
-        self._thread_lock.acquire()
-        self._file = open(self.path, "a")  # noqa: SIM115
-        fcntl.flock(self._file, fcntl.LOCK_EX)
+        self._lock.acquire()
         return self
 
     def __exit__(self, *exc):
-        fcntl.flock(self._file, fcntl.LOCK_UN)
-        self._file.close()
-        self._thread_lock.release()
+        self._lock.release()
 
 
 def entry_key(hashes: tuple[str, str, str], spec: MetricSpec, params: dict) -> str:

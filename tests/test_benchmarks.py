@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_scene
+from conftest import ROOT, make_scene
 from PIL import Image
 
 import benchmarks
@@ -140,6 +142,29 @@ def test_concurrent_writers_lose_no_entries(tmp_path):
     for t in threads:
         t.join()
     assert len(read_cache(path)) == 30
+
+
+TURN_TAKER = """
+import sys
+from pathlib import Path
+from benchmark.suite import CacheLock, merge_cache
+lock = CacheLock(Path(sys.argv[2]))
+print("waiting", flush=True)
+merge_cache(Path(sys.argv[1]), "PSNR", {"b.png": {"key": "k", "value": 2.0}}, lock)
+"""
+
+
+def test_two_runs_sharing_a_cache_take_turns(tmp_path):
+    path = tmp_path / "scores" / "f" / "PSNR.json"
+    command = [sys.executable, "-c", TURN_TAKER, str(path), str(tmp_path)]
+    with CacheLock(tmp_path):  # this run is writing...
+        other = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        assert other.stdout.readline() == "waiting\n"
+        time.sleep(0.5)
+        assert other.poll() is None and not path.exists()  # ...so the other run waits
+    assert other.wait(timeout=60) == 0  # and writes once this one is done
+    merge_cache(path, "PSNR", {"a.png": {"key": "k", "value": 1.0}}, CacheLock(tmp_path))
+    assert sorted(read_cache(path)) == ["a.png", "b.png"]
 
 
 CRASHING_METRIC = """
