@@ -54,16 +54,10 @@ def load_clip(weights: str | None, device: str = "cpu"):
 
 def build(args):
     model = load_clip(args.weights, args.device)
-    import torch
     from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
-    mean = torch.tensor(OPENAI_DATASET_MEAN, device=args.device).view(1, 3, 1, 1)
-    std = torch.tensor(OPENAI_DATASET_STD, device=args.device).view(1, 3, 1, 1)
-
-    def embed(x):
-        return model.encode_image((x.to(args.device) - mean) / std)
-
-    return EmbeddingScorer(embed, model)
+    mean, std = OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+    return EmbeddingScorer.normalised(model.encode_image, model, mean, std, args.device)
 
 
 if __name__ == "__main__":

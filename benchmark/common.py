@@ -229,6 +229,15 @@ class EmbeddingScorer:
         self.model = model
         self._gt: tuple | None = None
 
+    @classmethod
+    def normalised(cls, forward: Callable, model, mean, std, device) -> EmbeddingScorer:
+        """A scorer of `forward` on inputs normalised by the per-channel (RGB) `mean`, `std`."""
+        import torch
+
+        mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(std, device=device).view(1, 3, 1, 1)
+        return cls(lambda x: forward((x.to(device) - mean) / std), model)
+
     def __call__(self, item: Item) -> float:
         import torch
 

@@ -64,15 +64,11 @@ def load_dino(weights: str | None, device: str = "cpu"):
 
 def build(args):
     model = load_dino(args.weights, args.device)
-    import torch
 
-    mean = torch.tensor(IMAGENET_MEAN, device=args.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=args.device).view(1, 3, 1, 1)
+    def cls_token(x):
+        return model.forward_features(x)[:, 0]
 
-    def embed(x):
-        return model.forward_features((x.to(args.device) - mean) / std)[:, 0]  # CLS token
-
-    return EmbeddingScorer(embed, model)
+    return EmbeddingScorer.normalised(cls_token, model, IMAGENET_MEAN, IMAGENET_STD, args.device)
 
 
 if __name__ == "__main__":

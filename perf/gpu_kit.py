@@ -699,71 +699,47 @@ def markdown(report: dict, command: str) -> str:
     ]
     if report["mode"] != "gpu":
         lines += ["", "**Smoke run: tiny model, CPU. These timings are not GPU figures.**"]
-    lines += ["", "## Goals", "", "| goal | limit | measured | met |", "|---|---|---|---|"]
-    for g in report["goals"]:
-        met = {True: "yes", False: "**no**", None: "not judged: no GPU figure"}[g["met"]]
-        lines.append(f"| {g['goal']} | {g['limit']} {g['unit']} | {g['measured']} | {met} |")
-    lines += [
-        "",
-        "## Training (train_realfill.train)",
-        "",
-        "| recipe | batch x accum | precision | attention | s/step | 2,000 steps (min) | "
-        "peak alloc (GiB) | peak reserved (GiB) | status |",
-        "|---|---|---|---|---|---|---|---|---|",
+    judged = {True: "yes", False: "**no**", None: "not judged: no GPU figure"}
+    rows = [
+        [g["goal"], f"{g['limit']} {g['unit']}", g["measured"], judged[g["met"]]]
+        for g in report["goals"]
     ]
+    lines += table("Goals", ["goal", "limit", "measured", "met"], rows)
     trains = [("T4", parts.get("train_t4", {}))] + [
         (f"paper, {k}", v) for k, v in parts.get("train_paper", {}).items()
     ]
+    rows = []
     for label, r in trains:
         rc = r.get("recipe", {})
-        lines.append(
-            f"| {label} | {rc.get('batch')} x {rc.get('gradient_accumulation_steps')} | "
-            f"{rc.get('mixed_precision')} | {', '.join(r.get('attention_processors', []))} | "
-            f"{r.get('s_per_step')} | {r.get(f'projected_{PAPER_STEPS}_steps_min')} | "
-            f"{r.get('peak_allocated_gib')} | {r.get('peak_reserved_gib')} | {status(r)} |"
+        rows.append(
+            [label, f"{rc.get('batch')} x {rc.get('gradient_accumulation_steps')}"]
+            + [rc.get("mixed_precision"), ", ".join(r.get("attention_processors", []))]
+            + [r.get("s_per_step"), r.get(f"projected_{PAPER_STEPS}_steps_min")]
+            + [r.get("peak_allocated_gib"), r.get("peak_reserved_gib"), status(r)]
         )
+    head = ["recipe", "batch x accum", "precision", "attention", "s/step", "2,000 steps (min)"]
+    head += ["peak alloc (GiB)", "peak reserved (GiB)", "status"]
+    lines += table("Training (train_realfill.train)", head, rows)
     infer = parts.get("infer", {})
-    lines += [
-        "",
-        f"## Inference (infer.run): {status(infer)}",
-        "",
-        "| sampler | steps | images | batch | precision | generate (s) | s/image | "
-        "peak alloc (GiB) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in infer.get("runs", []):
-        lines.append(
-            f"| {r['scheduler']} | {r['steps']} | {r['num_images']} | {r['batch_size']} | "
-            f"{r['mixed_precision']} | {r['generate_s']} | {r['per_image_s']} | "
-            f"{r['peak_allocated_gib']} |"
-        )
+    keys = ["scheduler", "steps", "num_images", "batch_size", "mixed_precision", "generate_s"]
+    keys += ["per_image_s", "peak_allocated_gib"]
+    head = ["sampler", "steps", "images", "batch", "precision", "generate (s)", "s/image"]
+    head += ["peak alloc (GiB)"]
+    rows = [[r[k] for k in keys] for r in infer.get("runs", [])]
+    lines += table(f"Inference (infer.run): {status(infer)}", head, rows)
     loftr = parts.get("loftr", {})
-    lines += [
-        "",
-        f"## LoFTR ranking (untrained weights): {status(loftr)}",
-        "",
-        "| max side | coarse threshold | pairs | s/pair | pairs/s | completions/s |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in loftr.get("rows", []):
-        lines.append(
-            f"| {r['max_side']} | {r['coarse_threshold']} | {r['pairs']} | {r['s_per_pair']} | "
-            f"{r['pairs_per_s']} | {r['completions_per_s']} |"
-        )
+    keys = ["max_side", "coarse_threshold", "pairs", "s_per_pair", "pairs_per_s"]
+    keys += ["completions_per_s"]
+    head = ["max side", "coarse threshold", "pairs", "s/pair", "pairs/s", "completions/s"]
+    rows = [[r[k] for k in keys] for r in loftr.get("rows", [])]
+    lines += table(f"LoFTR ranking (untrained weights): {status(loftr)}", head, rows)
     metrics = parts.get("metrics", {})
-    lines += [
-        "",
-        f"## Learned metrics (random weights): {status(metrics)}",
-        "",
-        "| metric | items | s/pair | images/s | status |",
-        "|---|---|---|---|---|",
-    ]
+    rows = []
     for name in ("LPIPS", "DINO", "CLIP"):
         r = metrics.get(name, {})
-        lines.append(
-            f"| {name} | {r.get('items')} | {r.get('s_per_pair')} | {r.get('images_per_s')} | "
-            f"{status(r)} |"
-        )
+        rows.append([name, r.get("items"), r.get("s_per_pair"), r.get("images_per_s"), status(r)])
+    head = ["metric", "items", "s/pair", "images/s", "status"]
+    lines += table(f"Learned metrics (random weights): {status(metrics)}", head, rows)
     build = parts.get("build", {})
     lines += [
         "",
@@ -774,6 +750,12 @@ def markdown(report: dict, command: str) -> str:
         lines += ["", "## Not measured", ""]
         lines += [f"- {k}: {v['status']}: {v.get('error')}" for k, v in failed]
     return "\n".join(lines) + "\n"
+
+
+def table(title: str, head: list[str], rows: list[list]) -> list[str]:
+    """Markdown lines of a section: its title, then a table with one row per `rows` entry."""
+    lines = ["", f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
 def status(part: dict) -> str:
