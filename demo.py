@@ -19,26 +19,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import realfill_utils as ru
+import scene_engine as engine
 
 ROOT = Path(__file__).resolve().parent
 TINY_MODEL = ROOT / "models" / "tiny-sd2-inpainting"  # random weights: if the toy model is gone
 SHEET_COLUMNS = 8  # completions per row of the contact sheet, best-ranked first
+RECIPE_FLAGS = ("resolution", "max_train_steps", "train_batch_size", "num_images",
+                "num_inference_steps", "scheduler")  # fmt: skip
 
 
-def run(stage: str, cmd: list[str]) -> None:
-    """Run one stage's script, streaming its progress; stop the demo if it fails."""
-    print(f"\n== {stage}: {' '.join(cmd[1:])}", flush=True)
+def run(stage: str, command: list) -> None:
+    """Run one stage's script, streaming its progress; StageFailed if it fails."""
+    print(f"\n== {stage}: {' '.join(map(str, command[1:]))}", flush=True)
     start = time.perf_counter()
-    code = subprocess.run(cmd, cwd=ROOT).returncode
-    if code:
-        print(f"demo stopped: the {stage} stage failed (its message is above)", file=sys.stderr)
-        sys.exit(130 if code == 130 else 1)
+    engine.run_script(command)
     print(f"== {stage} done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
@@ -50,7 +49,7 @@ def base_model(requested: str | None) -> str:
         return str(ru.TOY_MODEL)
     print(f"{ru.TOY_MODEL} is missing: using a random tiny model, whose completions are noise")
     if not (TINY_MODEL / "model_index.json").is_file():
-        run("tiny model", [sys.executable, "make_tiny_model.py", "--output_dir", str(TINY_MODEL)])
+        run("tiny model", [ROOT / "make_tiny_model.py", "--output_dir", TINY_MODEL])
     return str(TINY_MODEL)
 
 
@@ -95,35 +94,50 @@ def contact_sheet(scene: Path, folders: dict[str, Path], path: Path) -> None:
     ru.atomic_save_image(sheet, path)
 
 
-def main(argv=None) -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=ru.HelpFormatter)
     p.add_argument(
-        "--scene",
-        type=Path,
-        default=ROOT / "data" / "Custom" / "1",
-        help="a RealBench-layout scene folder",
+        "--scene", type=Path, default=ROOT / "data" / "Custom" / "1", help="a scene folder"
     )
     p.add_argument(
         "--pretrained_model_name_or_path",
         default=None,
-        help="base model (default: the toy model in models/toy-sd2-inpainting)",
+        help="base model; default: the toy model in models/toy-sd2-inpainting",
     )
-    p.add_argument("--output_dir", type=Path, default=ROOT / "runs" / "demo")
-    p.add_argument("--resolution", type=int, help="default: the base's recipe, else 512")
-    p.add_argument("--max_train_steps", type=int, help="default: the base's recipe, else 2,000")
-    p.add_argument("--train_batch_size", type=int, default=16, help="the paper's: 16")
-    p.add_argument("--num_images", type=int, default=16)
-    p.add_argument("--num_inference_steps", type=int, default=25)
-    p.add_argument("--scheduler", default="dpmsolver++", choices=sorted(ru.SCHEDULERS))
-    p.add_argument("--matcher", default="sift", choices=["sift", "loftr"], help="ranking")
-    args = p.parse_args(argv)
+    p.add_argument(
+        "--output_dir",
+        type=Path,
+        default=ROOT / "runs" / "demo",
+        help="models, completions, report",
+    )
+    ru.add_recipe_flags(p, RECIPE_FLAGS, note="the base's recipe, else {value}")
+    p.add_argument(
+        "--matcher", default="sift", choices=["sift", "loftr"], help="ranking of completions"
+    )
+    return p.parse_args(argv)
 
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        demo(args)
+    except ru.SceneError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return ru.EXIT_INPUT
+    except engine.StageFailed as err:
+        print(f"demo stopped: {err}", file=sys.stderr)
+        return ru.EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to continue", file=sys.stderr)
+        return ru.EXIT_INTERRUPTED
+    return ru.EXIT_OK
+
+
+def demo(args: argparse.Namespace) -> None:
+    """Fine-tune, complete with the tuned and the un-tuned model, rank and measure, compare."""
     model = base_model(args.pretrained_model_name_or_path)
-    recipe = dict(ru.model_recipe(model).get("train", {}))
-    resolution = args.resolution or recipe.get("resolution", ru.RESOLUTION)
-    steps = args.max_train_steps or recipe.get("max_train_steps", 2000)
-    for own_flag in ("resolution", "max_train_steps", "train_batch_size"):
-        recipe.pop(own_flag, None)
+    given = {name: getattr(args, name) for name in RECIPE_FLAGS}
+    recipe = ru.Recipe.for_model(model, **given)  # the toy's realfill_recipe.json, else the paper
     scene = args.scene.resolve()
     bench, number = scene.parent.name, scene.name  # e.g. Custom/1 -> Custom-1-results
     out = args.output_dir.resolve()
@@ -132,31 +146,21 @@ def main(argv=None) -> None:
         "un-tuned base": out / "results" / f"{bench}-{number}-results-untuned",
         "RealFill": out / "results" / f"{bench}-{number}-results",
     }
-    run("train", [
-        sys.executable, "train_realfill.py", "--pretrained_model_name_or_path", model,
-        "--train_data_dir", str(scene), "--output_dir", str(model_dir),
-        "--resolution", str(resolution), "--max_train_steps", str(steps),
-        "--train_batch_size", str(args.train_batch_size),
-        "--checkpointing_steps", str(max(1, steps // 2)), "--validation_steps", "0",
-        "--report_to", "none", "--resume_from_checkpoint", "latest", *ru.recipe_flags(recipe),
-    ])  # fmt: skip
-    for label, model_path in (("RealFill", str(model_dir)), ("un-tuned base", model)):
-        run(f"infer ({label})", [
-            sys.executable, "infer.py", "--model_path", model_path,
-            "--validation_image", str(scene / "target" / "target.png"),
-            "--validation_mask", str(scene / "target" / "mask.png"),
-            "--output_dir", str(results[label]), "--num_images", str(args.num_images),
-            "--resolution", str(resolution),
-            "--num_inference_steps", str(args.num_inference_steps), "--scheduler", args.scheduler,
-        ])  # fmt: skip
+    steps = recipe.max_train_steps
+    quiet = ["--checkpointing_steps", str(max(1, steps // 2)), "--validation_steps", "0",
+             "--report_to", "none"]  # fmt: skip
+    run("train", engine.train_command(recipe, scene, model_dir, quiet))
+    for label, model_path in (("RealFill", model_dir), ("un-tuned base", model)):
+        resolution = ["--resolution", str(recipe.resolution)]
+        command = engine.infer_command(recipe, scene, model_path, results[label], resolution)
+        run(f"infer ({label})", command)
     report = out / "benchmark_report.txt"
-    dataset_flag = "--realbench_dataset_dir" if bench == "RealBench" else "--custom_dataset_dir"
-    run("rank and measure", [
-        sys.executable, "benchmarks.py", "--results_base_dir", str(out / "results"),
-        dataset_flag, str(scene.parent.parent), "--cache_dir", str(out / "benchmark_cache"),
-        "--output_file", str(report), "--metrics", "PSNR", "SSIM", "LPIPS",
-        "--ranking_matcher", args.matcher, "--num_images", str(args.num_images),
-    ])  # fmt: skip
+    dataset = "RealBench" if bench == "RealBench" else "Custom"
+    run("rank and measure", engine.benchmark_command(
+        out / "results", {dataset: scene.parent.parent}, report, out / "benchmark_cache",
+        metrics=["PSNR", "SSIM", "LPIPS"], ranking_matcher=args.matcher,
+        num_images=recipe.num_images,
+    ))  # fmt: skip
     sheet = out / f"{bench}-{number}-untuned-vs-realfill.jpg"
     contact_sheet(scene, results, sheet)
     table = summary(
@@ -171,4 +175,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import socket
 import sys
 import time
@@ -46,20 +45,16 @@ from realfill_utils import (
     EXIT_OK,
     HelpFormatter,
     SceneError,
-    atomic_path,
     atomic_write_json,
     hub_offline,
     list_images,
     load_image,
     load_mask,
-    note,
-    overlaps,
 )
 
-SCHEMA_VERSION = 1  # of loftr_ranking_scores.json and refill_selection.json
+SCHEMA_VERSION = 1  # of loftr_ranking_scores.json and scene_engine's refill_selection.json
 CACHE_VERSION = 1  # bump when the matching code changes its answers; old entries then miss
 SCORES_FILE = "loftr_ranking_scores.json"
-SELECTION_FILE = "refill_selection.json"
 CACHE_DIR_NAME = ".ranking_cache"  # default pair cache, inside --source-dir
 WEIGHTS_ENV = "REALFILL_LOFTR_WEIGHTS"
 RANDOM_WEIGHTS = "random"  # --loftr-weights random: untrained LoFTR, for smoke tests and timing
@@ -75,7 +70,6 @@ MASK_DILATION = 4  # px at the completion's size: matches on the hole's border s
 SIFT_RATIO = 0.8  # Lowe's ratio test
 RANSAC_THRESHOLD = 2.0  # px at the matching size, Sampson distance to the fundamental matrix
 MIN_MATCHES = 8  # a fundamental matrix needs 8; fewer tentative matches score 0
-REFILL_PREFIX = "refill-"  # name prefix of completions copied into a ReFill scene's ref/
 
 
 class RankingAborted(SceneError):
@@ -546,89 +540,18 @@ def rank_completions(
 
 
 # ---------------------------------------------------------------------------------------------
-# Selection (ReFill): a new scene folder, never the dataset's own ref/
+# Selection (ReFill) is built by scene_engine.py, next to the stages that use it
 # ---------------------------------------------------------------------------------------------
-class NothingToAdd(RuntimeError):
-    """No completion has a single correspondence with the references: a second round would
-    train on nothing new."""
+_MOVED = ("build_refill_scene", "choose", "NothingToAdd", "SELECTION_FILE", "REFILL_PREFIX")
 
 
-def choose(ranking: dict, count: int) -> list[dict]:
-    """The best `count` candidates with at least one correspondence (a completion that matches
-    nothing is no evidence of the scene; errors are never chosen)."""
-    scored = [c for c in ranking["candidates"] if c["error"] is None and (c["score"] or 0) > 0]
-    return scored[: max(0, count)]
+def __getattr__(name: str):
+    """The ReFill names that moved to scene_engine, still importable from here."""
+    if name in _MOVED:
+        import scene_engine
 
-
-def build_refill_scene(
-    ref_dir: Path,
-    target_dir: Path,
-    source_dir: Path,
-    ranking: dict,
-    target_count: int,
-    output_scene_dir: Path,
-) -> dict:
-    """Write output_scene_dir = ref/ (original references + chosen completions, up to
-    `target_count` references in all) + target/ (a copy), with SELECTION_FILE recording the
-    choice. The folder appears in one rename; the dataset folders are only read."""
-    ref_dir, target_dir, out = Path(ref_dir), Path(target_dir), Path(output_scene_dir)
-    for folder in (ref_dir.parent, source_dir):
-        if overlaps(out, folder):
-            raise SceneError(
-                f"--output-scene-dir {out} overlaps {folder}: the augmented scene must be a new "
-                "folder outside the dataset scene and the completions"
-            )
-    if out.exists() and any(out.iterdir()) and not (out / SELECTION_FILE).is_file():
-        raise SceneError(
-            f"{out} exists and is not a scene this script built (no {SELECTION_FILE}): "
-            "choose a new --output-scene-dir"
-        )
-    for name in ("target.png", "mask.png"):
-        if not (target_dir / name).is_file():
-            raise SceneError(
-                f"{target_dir / name}: missing; selection copies the scene's target folder, "
-                "so --ref-dir must be the ref/ folder of a scene laid out as <scene>/ref, "
-                "<scene>/target"
-            )
-    originals, _ = list_images(ref_dir)
-    wanted = target_count - len(originals)
-    chosen = choose(ranking, wanted)
-    if wanted > 0 and not chosen:
-        raise NothingToAdd(
-            f"none of the {len(ranking['candidates'])} completions in {source_dir} has a "
-            "correspondence with the references, so none is evidence of the scene and a second "
-            "round would train on nothing new: improve the first round (more training steps, "
-            "more references) or try the other --matcher"
-        )
-    if 0 < len(chosen) < wanted:
-        note(
-            f"only {len(chosen)} of the {wanted} completions asked for have correspondences "
-            f"with the references; adding those {len(chosen)}"
-        )
-    record = {
-        "schema_version": SCHEMA_VERSION,
-        "source_dir": str(Path(source_dir).resolve()),
-        "reference_dir": str(ref_dir.resolve()),
-        "target_dir": str(target_dir.resolve()),
-        "target_count": target_count,
-        "original_references": [p.name for p in originals],
-        "chosen": [],
-        "settings": ranking["settings"],
-    }
-    with atomic_path(out, is_dir=True) as tmp:
-        (tmp / "ref").mkdir()
-        for path in originals:
-            shutil.copyfile(path, tmp / "ref" / path.name)
-        for entry in chosen:
-            name = REFILL_PREFIX + entry["image"]
-            shutil.copyfile(Path(source_dir) / entry["image"], tmp / "ref" / name)
-            record["chosen"].append(
-                {"image": entry["image"], "score": entry["score"], "copied_as": f"ref/{name}"}
-            )
-        shutil.copytree(target_dir, tmp / "target")
-        atomic_write_json(ranking, tmp / SCORES_FILE)
-        atomic_write_json(record, tmp / SELECTION_FILE)
-    return record
+        return getattr(scene_engine, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -752,6 +675,8 @@ def summary(ranking: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from scene_engine import NothingToAdd, build_refill_scene
+
     try:
         if not args.source_dir.is_dir():
             raise SceneError(f"{args.source_dir}: completions folder (--source-dir) not found")

@@ -20,7 +20,7 @@ import shutil
 import sys
 import tempfile
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,7 @@ SETTINGS_FILE = "realfill_settings.json"  # written by train_realfill.py next to
 RECIPE_FILE = "realfill_recipe.json"  # in a base model's folder: its recommended fine-tuning
 
 # The offline default base model: a small SD2-inpainting-shaped pipeline trained by
-# make_toy_model.py and committed, so the whole method runs on a CPU without any download.
+# train_toy_model.py and committed, so the whole method runs on a CPU without any download.
 TOY_MODEL = Path(__file__).resolve().parent / "models" / "toy-sd2-inpainting"
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -53,10 +53,12 @@ logger = logging.getLogger("realfill")
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """--help keeps the docstring's example commands as written and shows the defaults that
-    exist (flags whose default is None show only their help)."""
+    exist (flags whose default is None or False show only their help)."""
 
     def _get_help_string(self, action):
-        return action.help if action.default is None else super()._get_help_string(action)
+        if action.default is None or action.default is False:  # None: the help says; False: off
+            return action.help
+        return super()._get_help_string(action)
 
 
 class SceneError(ValueError):
@@ -720,3 +722,122 @@ def save_lora(output_dir: str | os.PathLike, unet, text_encoder) -> Path:
             text_encoder_lora_adapter_metadata=metadata(text_encoder),
         )
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# The training recipe: one home for the defaults of train_realfill.py, refill.py,
+# run_realbench.py, demo.py and the notebook, so they can never drift apart.
+# ---------------------------------------------------------------------------------------------
+MIXED_PRECISIONS = ("no", "fp16", "bf16")  # accelerate's names; fp16 needs CUDA, bf16 Ampere+/CPU
+LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
+
+
+def _setting(default, help: str):
+    """A Recipe field: its default and the one-line help its flag shows."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class Recipe:
+    """RealFill's fine-tuning and sampling settings; the defaults are the paper's (Tang et al.
+    2024, Sec. 4 and the supplement) for SD2 inpainting. Field names are the scripts' flags,
+    each field's help is its flag's help."""
+
+    pretrained_model_name_or_path: str = _setting(
+        BASE_MODEL, "SD2-inpainting base: hub id or local pipeline folder"
+    )
+    resolution: int = _setting(RESOLUTION, "px, square training crops and sampling size; SD2: 512")
+    train_batch_size: int = _setting(16, "samples per step, drawn fresh every step (the paper's)")
+    max_train_steps: int = _setting(2000, "training steps (the paper's; ~1 h on an A100)")
+    unet_learning_rate: float = _setting(2e-4, "LoRA learning rate of the UNet (the paper's)")
+    text_encoder_learning_rate: float = _setting(4e-5, "... and of the text encoder (the paper's)")
+    lr_scheduler: str = _setting(
+        "constant_with_warmup", "'constant' with --lr_warmup_steps > 0 warms up too"
+    )
+    lr_warmup_steps: int = _setting(100, "keeps the first LoRA steps from overshooting")
+    lora_rank: int = _setting(8, "LoRA rank, >= 1 (the paper's)")
+    lora_alpha: float = _setting(16, "LoRA scale is alpha / rank (the paper's: 2 x rank)")
+    lora_dropout: float = _setting(0.1, "dropout on the LoRA input (the paper's)")
+    lora_target: str = _setting(
+        LORA_TARGET,
+        "UNet layers that get LoRA: the attention projections (the paper's), or those plus "
+        "convolutions and feed-forward (more capacity for small bases)",
+    )
+    noise_offset: float = _setting(
+        0.0,
+        "offset noise: lets fine-tuning move mean colours on a base whose schedule leaks "
+        "them; 0 = off (the paper)",
+    )
+    adam_weight_decay: float = _setting(1e-2, "AdamW's decoupled weight decay (diffusers' default)")
+    seed: int = _setting(0, "training seed; completion i is sampled with seed + i")
+    mixed_precision: str | None = _setting(
+        None,
+        "frozen weights in this dtype, LoRA in fp32 (fp16: CUDA only); default: "
+        "accelerate's config",
+    )
+    num_images: int = _setting(NUM_IMAGES, "completions per scene")
+    num_inference_steps: int = _setting(
+        NUM_INFERENCE_STEPS, "sampling steps (the paper's DDPM: 200)"
+    )
+    scheduler: str = _setting(SCHEDULER, "sampler (the paper's: ddpm)")
+
+    INFERENCE = ("num_images", "num_inference_steps", "scheduler")  # the others train
+    SHARED = ("seed", "mixed_precision")  # passed to both scripts
+
+    @classmethod
+    def for_model(cls, name_or_path: str | os.PathLike | None = None, **given) -> Recipe:
+        """The paper's recipe, overlaid with what the base model's folder recommends
+        (RECIPE_FILE, e.g. the toy model's), overlaid with `given` values that are not None."""
+        name = str(given.get("pretrained_model_name_or_path") or name_or_path or BASE_MODEL)
+        record = model_recipe(name)
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in record.get("train", {}).items() if k in known}
+        values |= {k: record["infer"][k] for k in cls.INFERENCE if k in record.get("infer", {})}
+        values |= {k: v for k, v in given.items() if v is not None}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TypeError(f"Recipe has no fields {unknown}")
+        return cls(**(values | {"pretrained_model_name_or_path": name}))
+
+    def train_flags(self, skip=()) -> list[str]:
+        """train_realfill.py's flags for this recipe (not those in `skip`)."""
+        names = [f.name for f in fields(self) if f.name not in self.INFERENCE]
+        return recipe_flags({n: getattr(self, n) for n in names if n not in skip})
+
+    def infer_flags(self, skip=()) -> list[str]:
+        """infer.py's flags for this recipe (not those in `skip`)."""
+        names = [*self.INFERENCE, *self.SHARED]
+        return recipe_flags({n: getattr(self, n) for n in names if n not in skip})
+
+
+RECIPE_CHOICES = {
+    "lr_scheduler": LR_SCHEDULERS,
+    "lora_target": tuple(sorted(LORA_TARGETS)),
+    "mixed_precision": MIXED_PRECISIONS,
+    "scheduler": tuple(SCHEDULERS),
+}
+
+
+def add_recipe_flags(
+    parser: argparse.ArgumentParser, names, defaults: Recipe | None = None, note: str = ""
+) -> None:
+    """Add Recipe fields `names` as flags. With `defaults`, they default to its values (shown
+    by HelpFormatter); without, to None, so the caller can tell a given flag from an absent one
+    (Recipe.for_model fills the rest), and `note` says where the default comes from."""
+    by_name = {f.name: f for f in fields(Recipe)}
+    paper = Recipe()
+    for name in names:
+        spec, value = by_name[name], getattr(paper, name)
+        kind = float if isinstance(value, float) else int if isinstance(value, int) else str
+        help = spec.metadata["help"]
+        if defaults is None and name == "pretrained_model_name_or_path":
+            help = f"{help}; default: {value}"
+        elif defaults is None and note and value is not None:
+            help = f"{help}; default: {note.format(value=value)}"
+        parser.add_argument(
+            f"--{name}",
+            type=kind,
+            default=None if defaults is None else getattr(defaults, name),
+            choices=RECIPE_CHOICES.get(name),
+            help=help,
+        )

@@ -49,23 +49,17 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import loftr_ranking as lr
 import realfill_utils as ru
-import refill
+import scene_engine as engine
 from benchmark.common import METRICS
 from benchmark.report import PAPER_METRICS, PAPER_ROWS, fmt, header, render_markdown, render_text
 from benchmark.suite import seed_selection
 
 ROOT = Path(__file__).resolve().parent
 SCRIPT = Path(__file__).resolve()
-BENCHMARKS_SCRIPT = ROOT / "benchmarks.py"
-RANKING_SCRIPT = ROOT / "loftr_ranking.py"
 SCHEMA_VERSION = 1  # of realbench_run.json and runs/<scene>/state.json
 CONFIG_FILE = "realbench_run.json"
 STATE_FILE = "state.json"
@@ -80,21 +74,17 @@ EXIT_FAILED, EXIT_INPUT = ru.EXIT_FAILED, ru.EXIT_INPUT  # 0 = done, 130 = inter
 EXIT_BUSY = 3  # `scene`: another runner holds the scene (SLURM requeues it); not a failure
 DROP_REPORTED = 0.75  # the paper's seed-selection row drops the lowest-ranked 75%
 
-# The recipe: one home for what every scene is run with. Defaults are the paper's.
-DEFAULTS = {
-    "pretrained_model_name_or_path": ru.BASE_MODEL,
-    "resolution": ru.RESOLUTION,
-    "train_batch_size": 16,  # the paper
-    "max_train_steps": 2000,  # the paper
-    "seed": 0,  # training seed; completion i gets seed + i
-    "mixed_precision": None,  # None: the scripts' own default (fp32 unless accelerate says)
+# What every scene is run with: the training recipe's fields (ru.Recipe, the paper's defaults)
+# that are flags here, and the benchmark protocol's own.
+RECIPE_FIELDS = ("pretrained_model_name_or_path", "resolution", "train_batch_size",
+                 "max_train_steps", "seed", "mixed_precision", "num_inference_steps",
+                 "scheduler")  # fmt: skip
+DEFAULTS = {f: getattr(ru.Recipe(), f) for f in RECIPE_FIELDS} | {
     "num_images": 64,  # completions per scene before seed selection (the paper's protocol)
-    "num_inference_steps": ru.NUM_INFERENCE_STEPS,
-    "scheduler": ru.SCHEDULER,
     "matcher": "loftr",  # the paper ranks by LoFTR correspondences; sift needs no weights
     "loftr_weights": None,  # None: $REALFILL_LOFTR_WEIGHTS or kornia's cached checkpoint
     "refill": False,  # also run the ReFill round (refill.py's stages) and benchmark it
-    "target_count": refill.TARGET_COUNT,
+    "target_count": engine.TARGET_COUNT,
     "metrics": list(METRICS),
     "train_args": "",
     "infer_args": "",
@@ -225,7 +215,7 @@ def set_up(args: argparse.Namespace) -> dict:
             datasets[dataset] = str(base)
             scenes += found
     for folder in filter(None, datasets.values()):
-        if lr.overlaps(output_dir, Path(folder)):
+        if ru.overlaps(output_dir, Path(folder)):
             raise ru.SceneError(
                 f"--output_dir {output_dir} overlaps the dataset {folder}: the dataset is only "
                 "read, so put the run somewhere else"
@@ -266,7 +256,7 @@ def set_up(args: argparse.Namespace) -> dict:
         return old
     config = {
         "schema_version": SCHEMA_VERSION,
-        "created": now(),
+        "created": engine.now(),
         "datasets": datasets,
         "scenes": scenes,
         "recipe": recipe,
@@ -299,62 +289,15 @@ def say(text: str, stream=None) -> None:
     stream.flush()
 
 
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 def stage_names(recipe: dict) -> list[str]:
     refill_stages = ["refill_select", "refill_train", "refill_infer", "refill_rank"]
     return ["train", "infer", "rank"] + (refill_stages if recipe["refill"] else []) + ["benchmarks"]
 
 
-@dataclass
-class Stage:
-    """One step of a scene: a project script run with this Python, then checked."""
-
-    name: str
-    command: list[str]  # script path + arguments
-    check: Callable[[], dict | None]  # raises StageFailed; returns extra record fields
-    inputs: list[str] = field(default_factory=list)  # what else defines it (content hashes)
-    before: Callable[[], None] | None = None
-
-    @property
-    def settings(self) -> list[str]:
-        return self.command[1:] + self.inputs  # the arguments, not the script's path
-
-
-class SceneState(refill.State):
-    """runs/<scene>/state.json: refill.py's stage records (a stage is recorded only once it
-    has finished and been checked; other settings are refused), plus what is running now and
-    why the last attempt failed."""
-
-    def start(self, stage: str, later: list[str]) -> None:
-        for name in later:  # a redone stage makes everything after it stale
-            self.data["stages"].pop(name, None)
-        self.data.pop("failed", None)
-        self.data["running"] = {
-            "stage": stage,
-            "started": now(),
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        }
-        ru.atomic_write_json(self.data, self.path)
-
-    def finish(self, stage: str, settings: list, **record) -> None:
-        self.data.pop("running", None)
-        super().finish(stage, settings, finished=now(), **record)
-
-    def fail(self, stage: str, error: str, log: Path | None) -> None:
-        self.data.pop("running", None)
-        self.data["failed"] = {"stage": stage, "error": error, "log": str(log), "at": now()}
-        ru.atomic_write_json(self.data, self.path)
-
-
 class SceneLock:
     """An exclusive lock on runs/<scene>/.lock while the scene runs, so no second runner (a
     SLURM task and a local run, say) can start the same scene. Stage scripts are tied to the
-    runner (see refill.run_logged's tie_to_parent): a killed runner takes its stage with it,
+    runner (scene_engine.run_script's tie_to_parent): a killed runner takes its stage with it,
     so no orphaned stage keeps working on a scene whose lock is free."""
 
     def __init__(self, path: Path):
@@ -393,29 +336,13 @@ class SceneLock:
         return False
 
 
-def rank_command(recipe: dict, results: Path, scene_dir: Path, *selection: str) -> list[str]:
-    """loftr_ranking.py against the ORIGINAL references (as benchmarks.py ranks)."""
-    command = [
-        str(RANKING_SCRIPT), "--source-dir", str(results), "--ref-dir", str(scene_dir / "ref"),
-        "--mask", str(scene_dir / "target" / "mask.png"), "--matcher", recipe["matcher"],
-        *(selection or ["--rank-only"]),
-    ]  # fmt: skip
-    if recipe["matcher"] == "loftr" and recipe["loftr_weights"]:
-        command += ["--loftr-weights", recipe["loftr_weights"]]
-    return command
-
-
 def benchmark_command(config: dict, results_view: Path, output_file: Path, out: Path) -> list:
     recipe = config["recipe"]
-    command = [str(BENCHMARKS_SCRIPT), "--results_base_dir", str(results_view)]
-    for dataset, folder in config["datasets"].items():
-        if folder:
-            command += [f"--{dataset.lower()}_dataset_dir", folder]
-    return command + [
-        "--cache_dir", str(out / "benchmark_cache"), "--output_file", str(output_file),
-        "--num_images", str(recipe["num_images"]), "--ranking_matcher", recipe["matcher"],
-        "--metrics", *recipe["metrics"],
-    ]  # fmt: skip
+    return engine.benchmark_command(
+        results_view, config["datasets"], output_file, out / "benchmark_cache",
+        num_images=recipe["num_images"], ranking_matcher=recipe["matcher"],
+        metrics=recipe["metrics"],
+    )  # fmt: skip
 
 
 def make_view(view: Path, folders: list[Path]) -> None:
@@ -425,42 +352,19 @@ def make_view(view: Path, folders: list[Path]) -> None:
             (tmp / folder.name).symlink_to(folder, target_is_directory=True)
 
 
-def check_completions(results: Path, num_images: int) -> dict:
-    refill.completions(results, num_images)
-    if not (results / "completions.json").is_file():
-        raise refill.StageFailed(f"infer.py finished without writing {results}/completions.json")
-    return {}
-
-
-def check_ranking(path: Path) -> dict:
-    try:
-        ranking = json.loads(path.read_text())
-        scored = [c for c in ranking["candidates"] if c["error"] is None]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise refill.StageFailed(f"{path}: no readable ranking ({err})") from None
-    return {"ranked": len(scored), "best": scored[0]["image"] if scored else None}
-
-
-def check_selection(scene_dir: Path) -> dict:
-    try:
-        return {"chosen": json.loads((scene_dir / lr.SELECTION_FILE).read_text())["chosen"]}
-    except (OSError, ValueError, KeyError) as err:
-        raise refill.StageFailed(f"{scene_dir}: no readable ReFill selection ({err})") from None
-
-
 def check_benchmarks(scores: Path, folders: list[Path], config: dict) -> dict:
     """The scene's scores are all there and no metric failed; returns its means."""
     try:
         data = json.loads(scores.read_text())
     except (OSError, ValueError) as err:
-        raise refill.StageFailed(f"{scores}: unreadable ({err})") from None
+        raise engine.StageFailed(f"{scores}: unreadable ({err})") from None
     statuses = {m: v["status"] for m, v in data["metrics"].items()}
     bad = [f"{m}: {s}" for m, s in statuses.items() if s.startswith(("failed", "timed out"))]
     if bad:
-        raise refill.StageFailed("; ".join(bad))
+        raise engine.StageFailed("; ".join(bad))
     for folder in folders:
         if sum(r["folder"] == folder.name for r in data["scores"]) < config["recipe"]["num_images"]:
-            raise refill.StageFailed(f"benchmarks.py did not score {folder.name}; see the log")
+            raise engine.StageFailed(f"benchmarks.py did not score {folder.name}; see the log")
     means = {
         variant: {m: nan_to_none(v) for m, v in table["means"][0.0].items()}
         for (_, variant), table in selection_means(data["scores"], list(statuses)).items()
@@ -472,40 +376,52 @@ def nan_to_none(value: float) -> float | None:
     return None if value is None or math.isnan(value) else value
 
 
-def plan(config: dict, scene: dict, out: Path) -> list[Stage]:
+def plan(config: dict, scene: dict, out: Path) -> list[engine.Stage]:
     """The scene's stages, in order, with the commands a user would type."""
     recipe, name = config["recipe"], scene["name"]
     scene_dir = Path(scene["scene_dir"])
     problem = scene_problem(scene_dir)
     if problem:
         raise ru.SceneError(problem)
-    args = argparse.Namespace(**recipe)  # the fields refill.train_command / infer_command read
-    where = refill.Layout(out, name)
-    n = recipe["num_images"]
+    given = {f: recipe[f] for f in (*RECIPE_FIELDS, "num_images")}
+    training = ru.Recipe.for_model(**given)
+    train_extra, infer_extra = shlex.split(recipe["train_args"]), shlex.split(recipe["infer_args"])
+    where = engine.Layout(out, name)
+    n, Stage = recipe["num_images"], engine.Stage
     ranking = lr.SCORES_FILE
+
+    def train(scene_path: Path, model: Path, stage: str, **more) -> engine.Stage:
+        command = engine.train_command(training, scene_path, model, train_extra)
+        return Stage(stage, command, check=lambda: engine.check_model(model), **more)
+
+    def infer(scene_path: Path, model: Path, results: Path, stage: str) -> engine.Stage:
+        command = engine.infer_command(training, scene_path, model, results, infer_extra)
+        return Stage(stage, command, check=lambda: engine.check_completions(results, n))
+
+    def rank(results: Path, stage: str, *selection: str, check=None) -> engine.Stage:
+        command = engine.rank_command(
+            results, scene_dir, recipe["matcher"], recipe["loftr_weights"], *selection
+        )
+        return Stage(
+            stage, command, check=check or (lambda: engine.check_ranking(results / ranking))
+        )
+
     stages = [
-        Stage("train", refill.train_command(args, scene_dir, where.model),
-              lambda: refill.check_model(where.model),
+        train(scene_dir, where.model, "train",
               inputs=[f"scene sha256 {scene_fingerprint(scene_dir)}"]),
-        Stage("infer", refill.infer_command(args, scene_dir, where.model, where.results),
-              lambda: check_completions(where.results, n)),
-        Stage("rank", rank_command(recipe, where.results, scene_dir),
-              lambda: check_ranking(where.results / ranking)),
+        infer(scene_dir, where.model, where.results, "infer"),
+        rank(where.results, "rank"),
     ]  # fmt: skip
     folders = [where.results]
     if recipe["refill"]:
         selection = ["--target-count", str(recipe["target_count"]),
                      "--output-scene-dir", str(where.scene)]  # fmt: skip
         stages += [
-            Stage("refill_select", rank_command(recipe, where.results, scene_dir, *selection),
-                  lambda: check_selection(where.scene)),
-            Stage("refill_train", refill.train_command(args, where.scene, where.model_refill),
-                  lambda: refill.check_model(where.model_refill)),
-            Stage("refill_infer",
-                  refill.infer_command(args, where.scene, where.model_refill, where.results_refill),
-                  lambda: check_completions(where.results_refill, n)),
-            Stage("refill_rank", rank_command(recipe, where.results_refill, scene_dir),
-                  lambda: check_ranking(where.results_refill / ranking)),
+            rank(where.results, "refill_select", *selection,
+                 check=lambda: engine.check_selection(where.scene)),
+            train(where.scene, where.model_refill, "refill_train"),
+            infer(where.scene, where.model_refill, where.results_refill, "refill_infer"),
+            rank(where.results_refill, "refill_rank"),
         ]  # fmt: skip
         folders.append(where.results_refill)
     bench = out / "runs" / name / "benchmark"
@@ -513,7 +429,7 @@ def plan(config: dict, scene: dict, out: Path) -> list[Stage]:
         Stage(
             "benchmarks",
             benchmark_command(config, bench / "results", bench / "report.txt", out),
-            lambda: check_benchmarks(bench / "report_scores.json", folders, config),
+            check=lambda: check_benchmarks(bench / "report_scores.json", folders, config),
             before=lambda: make_view(bench / "results", folders),
         )
     )
@@ -532,43 +448,29 @@ def run_scene(out: Path, config: dict, index: int) -> int:
         say(f"[{name}] another process is running this scene; not started", sys.stderr)
         return EXIT_BUSY
     try:
-        state = SceneState(run_dir / STATE_FILE, Path(scene["scene_dir"]))
+        state = engine.State(run_dir / STATE_FILE, Path(scene["scene_dir"]))
         state.data["scene"] = name
-        stage, log = "setup", None
         try:
             stages = plan(config, scene, out)
-            redo = False
-            for number, item in enumerate(stages, 1):
-                stage, log = item.name, run_dir / "logs" / f"{item.name}.log"
-                tag = f"[{name}] {number}/{len(stages)} {stage}"
-                if not redo and state.done(stage, item.settings) is not None:
-                    say(f"{tag}: done earlier, skipped")
-                    continue
-                redo = True  # everything after a redone stage is redone too
-                state.start(stage, later=[s.name for s in stages[number - 1 :]])
-                say(f"{tag} ...")
-                started, start = now(), time.perf_counter()
-                if item.before:
-                    item.before()
-                refill.run_logged(item.command, log, tie_to_parent=True)
-                record = item.check() or {}
-                seconds = round(time.perf_counter() - start, 1)
-                state.finish(
-                    stage, item.settings, seconds=seconds, started=started, log=str(log),
-                    command=shlex.join([sys.executable, *item.command]),
-                    host=socket.gethostname(), gpu=os.environ.get("CUDA_VISIBLE_DEVICES"),
-                    **record,
-                )  # fmt: skip
-                say(f"{tag}: done in {seconds} s")
-        except (refill.StageFailed, ru.SceneError) as err:
-            state.fail(stage, str(err), log)
-            say(f"[{name}] FAILED at {stage}: {err}", sys.stderr)
-            return EXIT_FAILED if isinstance(err, refill.StageFailed) else EXIT_INPUT
+        except ru.SceneError as err:
+            state.fail("setup", str(err), None)
+            say(f"[{name}] FAILED at setup: {err}", sys.stderr)
+            return EXIT_INPUT
+        try:
+            engine.run_stages(
+                stages, state, run_dir / "logs", tag=name, say=say, tie_to_parent=True,
+                host=socket.gethostname(), pid=os.getpid(),
+                gpu=os.environ.get("CUDA_VISIBLE_DEVICES"),
+            )  # fmt: skip
+        except (engine.StageFailed, ru.SceneError) as err:
+            say(f"[{name}] FAILED at {state.data['failed']['stage']}: {err}", sys.stderr)
+            return EXIT_FAILED if isinstance(err, engine.StageFailed) else EXIT_INPUT
         except KeyboardInterrupt:
+            stage = state.data.get("running", {}).get("stage", "setup")
             say(f"[{name}] interrupted at {stage}; run again to resume", sys.stderr)
-            return 130
+            return ru.EXIT_INTERRUPTED
         say(f"[{name}] done")
-        return 0
+        return ru.EXIT_OK
     finally:
         lock.release()
 
@@ -848,12 +750,12 @@ def write_report(out: Path, config: dict) -> tuple[Path, str]:
     report_dir = out / "report"
     folders = []
     for scene in done:
-        where = refill.Layout(out, scene["name"])
+        where = engine.Layout(out, scene["name"])
         folders += [where.results] + ([where.results_refill] if config["recipe"]["refill"] else [])
     make_view(report_dir / "results", folders)
     report_file = report_dir / "benchmark_report.txt"
     command = benchmark_command(config, report_dir / "results", report_file, out)
-    refill.run_logged(command, report_dir / "benchmarks.log")
+    engine.run_script(command, report_dir / "benchmarks.log")
     scores = json.loads((report_dir / "benchmark_report_scores.json").read_text())
     blocks = table_blocks(config, scores, report_file, statuses)
     path = report_dir / "realbench_report.md"
@@ -883,7 +785,7 @@ def add_recipe_flags(p: argparse.ArgumentParser) -> None:
     flag("train_batch_size", "samples per training step", type=int)
     flag("max_train_steps", "training steps per scene", type=int)
     flag("seed", "training seed; completion i gets seed + i", type=int)
-    flag("mixed_precision", "for both scripts; default: their own", choices=["no", "fp16", "bf16"])
+    flag("mixed_precision", "for both scripts; default: their own", choices=ru.MIXED_PRECISIONS)
     flag("num_images", "completions per scene, before seed selection", type=int)
     flag("num_inference_steps", "sampling steps", type=int)
     flag("scheduler", "sampler", choices=list(ru.SCHEDULERS))
@@ -978,7 +880,7 @@ def main(argv=None) -> int:
     except ru.SceneError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
-    except refill.StageFailed as err:
+    except engine.StageFailed as err:
         print(f"error: the report's benchmarks.py failed: {err}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

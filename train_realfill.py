@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -780,62 +781,21 @@ def push_to_hub(args) -> str:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=ru.HelpFormatter)
     p.add_argument(
-        "--pretrained_model_name_or_path",
-        default=ru.BASE_MODEL,
-        help="SD2-inpainting base: hub id or local pipeline folder",
-    )
-    p.add_argument(
         "--train_data_dir",
         type=Path,
         required=True,
         help="scene folder: ref/*, target/target.png, target/mask.png (white = fill)",
     )
-    p.add_argument("--output_dir", type=Path, required=True)
-    p.add_argument("--prompt", default=ru.PROMPT)
-    p.add_argument(
-        "--resolution",
-        type=int,
-        default=ru.RESOLUTION,
-        help="square training crops; SD2 inpainting was trained at 512",
-    )
-    p.add_argument(
-        "--train_batch_size",
-        type=int,
-        default=16,
-        help="samples per step, drawn fresh every step (the paper: 16)",
-    )
+    p.add_argument("--output_dir", type=Path, required=True, help="gets the LoRA and its files")
+    p.add_argument("--prompt", default=ru.PROMPT, help="the paper's 'a photo of [V]'")
+    ru.add_recipe_flags(p, TRAIN_RECIPE, defaults=ru.Recipe())  # the paper's recipe
     p.add_argument(
         "--pad_to_full_batch",
         action="store_true",
         help="accepted for old commands: every batch is already full",
     )
-    p.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    p.add_argument("--max_train_steps", type=int, default=2000, help="the paper: 2,000")
-    p.add_argument("--unet_learning_rate", type=float, default=2e-4)
-    p.add_argument("--text_encoder_learning_rate", type=float, default=4e-5)
     p.add_argument(
-        "--lr_scheduler",
-        default="constant_with_warmup",
-        choices=["constant", "constant_with_warmup", "linear", "cosine"],
-        help="'constant' with --lr_warmup_steps > 0 warms up too",
-    )
-    p.add_argument("--lr_warmup_steps", type=int, default=100)
-    p.add_argument("--lora_rank", type=int, default=8)
-    p.add_argument("--lora_alpha", type=float, default=16)
-    p.add_argument("--lora_dropout", type=float, default=0.1)
-    p.add_argument(
-        "--lora_target",
-        choices=sorted(ru.LORA_TARGETS),
-        default=ru.LORA_TARGET,
-        help="UNet layers that get LoRA: the attention projections (the paper), or those plus "
-        "the convolutions and feed-forward layers (more capacity for small base models)",
-    )
-    p.add_argument(
-        "--noise_offset",
-        type=float,
-        default=0.0,
-        help="offset noise (as diffusers' training scripts): lets fine-tuning move mean colours "
-        "on a base whose noise schedule leaks them; 0 = off (the paper)",
+        "--gradient_accumulation_steps", type=int, default=1, help="steps per optimizer update"
     )
     p.add_argument("--use_8bit_adam", action="store_true", help="bitsandbytes AdamW8bit")
     p.add_argument(
@@ -846,14 +806,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--gradient_checkpointing", action="store_true", help="less memory, about 20-30%% slower"
     )
-    p.add_argument("--set_grads_to_none", action="store_true")
+    p.add_argument("--set_grads_to_none", action="store_true", help="a little less memory")
     p.add_argument("--allow_tf32", action="store_true", help="Ampere and newer GPUs")
-    p.add_argument(
-        "--mixed_precision",
-        choices=["no", "fp16", "bf16"],
-        default=None,
-        help="frozen weights in this dtype, LoRA in fp32; default: accelerate config",
-    )
     p.add_argument("--checkpointing_steps", type=int, default=200, help="0 = never")
     p.add_argument(
         "--checkpoints_total_limit",
@@ -867,16 +821,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="'latest' (starts fresh if there is none) or a checkpoint folder",
     )
     p.add_argument("--validation_steps", type=int, default=100, help="0 = never")
-    p.add_argument("--num_validation_images", type=int, default=4)
-    p.add_argument("--report_to", choices=["tensorboard", "none"], default="tensorboard")
+    p.add_argument("--num_validation_images", type=int, default=4, help="previews per validation")
+    p.add_argument(
+        "--report_to", choices=["tensorboard", "none"], default="tensorboard", help="logger"
+    )
     p.add_argument(
         "--save_merged_pipeline",
         action="store_true",
         help="also write a full merged pipeline (unet/, text_encoder/, ...), ~5 GB",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--adam_weight_decay", type=float, default=1e-2, help="AdamW's decoupled weight decay"
     )
     p.add_argument(
         "--num_train_epochs",
@@ -905,6 +857,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
     return args
+
+
+# The recipe's fields that are this script's flags (all but the sampling ones).
+TRAIN_RECIPE = [f.name for f in dataclasses.fields(ru.Recipe) if f.name not in ru.Recipe.INFERENCE]
 
 
 def main(argv=None) -> int:

@@ -14,6 +14,7 @@ from conftest import make_scene
 import loftr_ranking as lr
 import realfill_utils as ru
 import refill
+import scene_engine as engine
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
@@ -103,7 +104,7 @@ def test_rerun_skips_finished_stages(tiny_run, monkeypatch, capsys):
     def no_subprocess(*args, **kwargs):
         raise AssertionError("a finished stage was run again")
 
-    monkeypatch.setattr(refill.subprocess, "run", no_subprocess)
+    monkeypatch.setattr(engine.subprocess, "run", no_subprocess)
     assert refill.main(argv) == 0
     printed = capsys.readouterr().out
     assert printed.count("done earlier, skipped") == 5
@@ -151,8 +152,8 @@ def fake_scripts(tmp_path, monkeypatch):
     scripts.mkdir()
     (scripts / "train.py").write_text(textwrap.dedent(FAKE_TRAIN))
     (scripts / "infer.py").write_text(textwrap.dedent(FAKE_INFER))
-    monkeypatch.setattr(refill, "TRAIN_SCRIPT", scripts / "train.py")
-    monkeypatch.setattr(refill, "INFER_SCRIPT", scripts / "infer.py")
+    monkeypatch.setattr(engine, "TRAIN_SCRIPT", scripts / "train.py")
+    monkeypatch.setattr(engine, "INFER_SCRIPT", scripts / "infer.py")
     monkeypatch.setattr(refill.lr, "rank_completions", rank_with_stand_in_matches)
     calls = tmp_path / "calls.txt"
     calls.write_text("")
@@ -235,13 +236,13 @@ def test_completions_without_correspondences_are_never_chosen(tmp_path, capsys):
     for i in range(3):
         (results / f"{i}.png").write_bytes((scene / "target" / "target.png").read_bytes())
     ranking = _ranking({"0.png": 0, "1.png": 0, "2.png": 5})
-    record = lr.build_refill_scene(
+    record = engine.build_refill_scene(
         scene / "ref", scene / "target", results, ranking, 5, tmp_path / "augmented"
     )
     assert [c["image"] for c in record["chosen"]] == ["2.png"]  # 3 asked for, 1 qualifies
     assert "only 1 of the 3 completions asked for" in capsys.readouterr().err
-    with pytest.raises(lr.NothingToAdd, match="nothing new"):
-        lr.build_refill_scene(
+    with pytest.raises(engine.NothingToAdd, match="nothing new"):
+        engine.build_refill_scene(
             scene / "ref", scene / "target", results, _ranking({"0.png": 0, "1.png": 0}), 5,
             tmp_path / "none",
         )  # fmt: skip
@@ -258,3 +259,52 @@ def test_refill_stops_when_no_completion_matches_the_scene(
     assert refill.main(fake_argv(scene, tmp_path / "run")) == ru.EXIT_FAILED
     assert "nothing new" in capsys.readouterr().err
     assert "model-refill" not in fake_scripts.read_text()  # no second round was trained
+
+
+# ---------------------------------------------------------------------------------------------
+# The scene engine's stage loop, with Python stages
+# ---------------------------------------------------------------------------------------------
+def test_engine_resumes_a_finished_stage_without_rerunning_it(tmp_path):
+    calls: list[str] = []
+
+    def stage(name: str, setting: int, fail: bool = False) -> engine.Stage:
+        def call() -> dict:
+            calls.append(name)
+            if fail:
+                raise engine.StageFailed(f"{name} failed on purpose")
+            return {"value": setting}
+
+        return engine.Stage(name, call=call, inputs=[setting], labels=["--setting"])
+
+    def state() -> engine.State:
+        return engine.State(tmp_path / "state.json", tmp_path / "scene")
+
+    with pytest.raises(engine.StageFailed):
+        engine.run_stages([stage("a", 1), stage("b", 2, fail=True)], state(), tmp_path)
+    recorded = state().data
+    assert list(recorded["stages"]) == ["a"] and recorded["failed"]["stage"] == "b"
+
+    report = engine.run_stages([stage("a", 1), stage("b", 2)], state(), tmp_path)
+    assert calls == ["a", "b", "b"]  # the finished stage was not run again
+    assert [r["status"] for r in report] == ["skipped", "ran"]
+    assert "failed" not in state().data and state().data["stages"]["b"]["value"] == 2
+
+    with pytest.raises(ru.SceneError, match="--setting: 1 -> 5"):
+        engine.run_stages([stage("a", 5), stage("b", 2)], state(), tmp_path)
+    assert calls == ["a", "b", "b"]
+
+
+def test_recipe_defaults_are_the_papers_and_the_toy_record_overrides_them():
+    paper = ru.Recipe()
+    assert (paper.max_train_steps, paper.train_batch_size, paper.lora_rank) == (2000, 16, 8)
+    toy = ru.Recipe.for_model(ru.TOY_MODEL)
+    record = ru.model_recipe(ru.TOY_MODEL)["train"]
+    assert all(getattr(toy, k) == v for k, v in record.items())
+    assert ru.Recipe.for_model(ru.TOY_MODEL, max_train_steps=3).max_train_steps == 3
+    # every script's default comes from it
+    args = refill.parse_args(["--train_data_dir", "s", "--output_dir", "o"])
+    assert args.max_train_steps is None  # filled from the recipe when the run starts
+    import train_realfill as tr
+
+    trained = tr.parse_args(["--train_data_dir", "s", "--output_dir", "o"])
+    assert all(getattr(trained, f) == getattr(paper, f) for f in tr.TRAIN_RECIPE)

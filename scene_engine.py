@@ -1,0 +1,455 @@
+"""One scene, staged and resumable: train -> infer -> rank -> (ReFill: select -> train -> infer
+-> rank) -> benchmarks, each stage the project's own script run as a user would type it.
+
+refill.py, run_realbench.py, demo.py and the notebook build their stages from the pieces here:
+one subprocess runner (`run_script`), one command builder per script, one State file, one stage
+loop (`run_stages`) and the ReFill scene builder (`build_refill_scene`). A stage is recorded in
+the State only once it has finished and been checked; run again, a recorded stage with the same
+settings is skipped, one with other settings is refused (SceneError), and every stage after a
+redone one is redone too.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import loftr_ranking as lr
+import realfill_utils as ru
+
+ROOT = Path(__file__).resolve().parent
+TRAIN_SCRIPT = ROOT / "train_realfill.py"
+INFER_SCRIPT = ROOT / "infer.py"
+RANKING_SCRIPT = ROOT / "loftr_ranking.py"
+BENCHMARKS_SCRIPT = ROOT / "benchmarks.py"
+SCHEMA_VERSION = 1  # of the state files
+LOG_TAIL = 15  # lines of a failed stage's log shown on the console
+TARGET_COUNT = 5  # ReFill: references in the second round, originals included (RealBench: 1-5)
+SELECTION_FILE = "refill_selection.json"  # in a ReFill scene: what was chosen, from where
+REFILL_PREFIX = "refill-"  # name prefix of completions copied into a ReFill scene's ref/
+
+
+class StageFailed(RuntimeError):
+    """A stage's script failed or left incomplete outputs; the message says where to look."""
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def scene_name(scene_dir: Path) -> str:
+    """'RealBench-23' for .../RealBench/23: the name benchmarks.py expects in result folders."""
+    if scene_dir.name.isdigit() and scene_dir.parent.name:
+        return f"{scene_dir.parent.name}-{scene_dir.name}"
+    raise ru.SceneError(
+        f"{scene_dir}: cannot name the scene from its path (expected <dataset>/<number>, e.g. "
+        "RealBench/23); pass --scene_name, e.g. Custom-1"
+    )
+
+
+class Layout:
+    """Where every stage of scene `name` writes, under the output folder."""
+
+    def __init__(self, output_dir: Path, name: str):
+        self.root = output_dir
+        self.model = output_dir / "models" / f"{name}-model"
+        self.results = output_dir / "results" / f"{name}-results"
+        self.scene = output_dir / "scenes" / f"{name}-refill"
+        self.model_refill = output_dir / "models" / f"{name}-model-refill"
+        self.results_refill = output_dir / "results" / f"{name}-results-refill"
+        self.logs = output_dir / "logs"
+
+
+# ---------------------------------------------------------------------------------------------
+# The one subprocess runner
+# ---------------------------------------------------------------------------------------------
+def run_script(command: list, log: Path | None = None, tie_to_parent: bool = False) -> None:
+    """Run a project script (path + arguments) with this Python; raise StageFailed if it fails.
+
+    `log`: its output goes there and a failure quotes the log's tail; None: it streams to the
+    console. A script stopped by Ctrl-C raises KeyboardInterrupt here too. `tie_to_parent`: on
+    Linux the script gets SIGTERM if this process dies, so no orphaned stage works on behind a
+    runner's lock (run_realbench.py's scene runner).
+    """
+    command = [sys.executable, *map(str, command)]
+    preexec = die_with_parent if tie_to_parent and sys.platform == "linux" else None
+    if log is None:
+        code = subprocess.run(command, preexec_fn=preexec).returncode
+    else:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "w") as out:  # the caller's working directory: relative paths hold
+            code = subprocess.run(
+                command, stdout=out, stderr=subprocess.STDOUT, preexec_fn=preexec
+            ).returncode
+    if code in (ru.EXIT_INTERRUPTED, -signal.SIGINT):
+        raise KeyboardInterrupt
+    if code and log is None:
+        raise StageFailed(
+            f"{Path(command[1]).name} exited with status {code} (its message is above)"
+        )
+    if code:
+        tail = log.read_text(errors="replace").strip().splitlines()[-LOG_TAIL:]
+        raise StageFailed(f"exit status {code}; last lines of {log}:\n  " + "\n  ".join(tail))
+
+
+def die_with_parent() -> None:
+    """In a child before exec: ask Linux for SIGTERM when the parent process dies."""
+    import ctypes
+
+    pr_set_pdeathsig = 1  # from <sys/prctl.h>
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+# ---------------------------------------------------------------------------------------------
+# One command builder per script: what a user would type
+# ---------------------------------------------------------------------------------------------
+def train_command(recipe: ru.Recipe, scene_dir: Path, model_dir: Path, extra=()) -> list[str]:
+    """train_realfill.py on `scene_dir` into `model_dir`, resuming an interrupted run."""
+    return [
+        str(TRAIN_SCRIPT), "--train_data_dir", str(scene_dir), "--output_dir", str(model_dir),
+        *recipe.train_flags(), "--resume_from_checkpoint", "latest", *extra,
+    ]  # fmt: skip
+
+
+def infer_command(
+    recipe: ru.Recipe, scene_dir: Path, model: str | Path, results_dir: Path, extra=()
+) -> list[str]:
+    """infer.py: recipe.num_images completions of the scene's target by `model`."""
+    return [
+        str(INFER_SCRIPT), "--model_path", str(model),
+        "--validation_image", str(scene_dir / "target" / "target.png"),
+        "--validation_mask", str(scene_dir / "target" / "mask.png"),
+        "--output_dir", str(results_dir), *recipe.infer_flags(), *extra,
+    ]  # fmt: skip
+
+
+def rank_command(
+    results: Path, scene_dir: Path, matcher: str, loftr_weights: str | None, *selection: str
+) -> list[str]:
+    """loftr_ranking.py against the ORIGINAL references (as benchmarks.py ranks); with
+    `selection` flags it builds a ReFill scene instead of only ranking."""
+    command = [
+        str(RANKING_SCRIPT), "--source-dir", str(results), "--ref-dir", str(scene_dir / "ref"),
+        "--mask", str(scene_dir / "target" / "mask.png"), "--matcher", matcher,
+        *(selection or ["--rank-only"]),
+    ]  # fmt: skip
+    if matcher == "loftr" and loftr_weights:
+        command += ["--loftr-weights", str(loftr_weights)]
+    return command
+
+
+def benchmark_command(
+    results: Path, datasets: dict[str, str | Path], output_file: Path, cache_dir: Path, **flags
+) -> list[str]:
+    """benchmarks.py over the result folders in `results`; `datasets`: {"RealBench": folder of
+    scene folders, "Custom": ...}; `flags`: more of its flags (num_images=16, metrics=[...])."""
+    command = [str(BENCHMARKS_SCRIPT), "--results_base_dir", str(results)]
+    for dataset, folder in datasets.items():
+        if folder:
+            command += [f"--{dataset.lower()}_dataset_dir", str(folder)]
+    command += ["--cache_dir", str(cache_dir), "--output_file", str(output_file)]
+    for name, value in flags.items():
+        values = value if isinstance(value, list | tuple) else [value]
+        command += [f"--{name}", *map(str, values)]
+    return command
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks: a stage is done only when its outputs are there
+# ---------------------------------------------------------------------------------------------
+def check_model(model_dir: Path) -> dict:
+    for name in (ru.LORA_FILE, ru.SETTINGS_FILE):
+        if not (model_dir / name).is_file():
+            raise StageFailed(f"training finished without writing {model_dir / name}")
+    return {}
+
+
+def completions(results_dir: Path, num_images: int) -> list[Path]:
+    paths = [results_dir / f"{i}.png" for i in range(num_images)]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise StageFailed(f"{results_dir} lacks {', '.join(missing[:5])}")
+    return paths
+
+
+def check_completions(results: Path, num_images: int, record: bool = True) -> dict:
+    """The completions are there (and, with `record`, infer.py's completions.json)."""
+    completions(results, num_images)
+    if record and not (results / "completions.json").is_file():
+        raise StageFailed(f"infer.py finished without writing {results}/completions.json")
+    return {}
+
+
+def check_ranking(path: Path) -> dict:
+    try:
+        ranking = json.loads(path.read_text())
+        scored = [c for c in ranking["candidates"] if c["error"] is None]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise StageFailed(f"{path}: no readable ranking ({err})") from None
+    return {"ranked": len(scored), "best": scored[0]["image"] if scored else None}
+
+
+def check_selection(scene_dir: Path) -> dict:
+    try:
+        return {"chosen": json.loads((scene_dir / SELECTION_FILE).read_text())["chosen"]}
+    except (OSError, ValueError, KeyError) as err:
+        raise StageFailed(f"{scene_dir}: no readable ReFill selection ({err})") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# State: which stages are done, with which settings; what runs now; why the last one failed
+# ---------------------------------------------------------------------------------------------
+def flag_of(settings: list, index: int, labels: list[str] | None = None) -> str:
+    """The flag a setting belongs to: its label, or the nearest "--flag" before it."""
+    if labels is not None:
+        return labels[index] if index < len(labels) else "an argument"
+    for item in reversed(settings[: index + 1]):
+        if isinstance(item, str) and item.startswith("--"):
+            return item.split("=", 1)[0]
+    return "an argument"
+
+
+class State:
+    """A JSON file: {"schema_version": 1, "scene_dir": ..., "stages": {stage: {"settings":
+    [...], "seconds": s, ...}}, "running": {...}, "failed": {...}}. A stage is in "stages" only
+    once it has finished and been checked."""
+
+    def __init__(self, path: Path, scene_dir: Path):
+        self.path = path
+        self.data = {"schema_version": SCHEMA_VERSION, "scene_dir": str(scene_dir), "stages": {}}
+        if path.is_file():
+            try:
+                self.data = json.loads(path.read_text())
+            except ValueError as err:
+                raise ru.SceneError(
+                    f"{path}: unreadable ({err}); delete it to redo every stage"
+                ) from None
+            if self.data.get("scene_dir") != str(scene_dir):
+                raise ru.SceneError(
+                    f"{path.parent} holds a run of {self.data.get('scene_dir')}, not of "
+                    f"{scene_dir}: choose another --output_dir"
+                )
+
+    def done(self, stage: str, settings: list, labels: list[str] | None = None) -> dict | None:
+        """The stage's record if it finished with these settings; None if it has not run.
+        `labels`: the flag of each setting, where the settings are not a flag list."""
+        record = self.data["stages"].get(stage)
+        if record is None:
+            return None
+        if record["settings"] != settings:
+            old, new = record["settings"], settings
+            changed = [
+                f"{flag_of(new, i, labels)}: {a} -> {b}"
+                for i, (a, b) in enumerate(zip(old, new, strict=False))
+                if a != b
+            ]
+            raise ru.SceneError(
+                f"{self.path.parent}: stage '{stage}' finished earlier with other settings "
+                f"({'; '.join(changed[:4]) or 'another argument list'}); use a new --output_dir, "
+                f"or delete that stage's folder and its entry in {self.path.name} to redo it"
+            )
+        return record
+
+    def start(self, stage: str, later: list[str], **running) -> None:
+        for name in later:  # a redone stage makes everything after it stale
+            self.data["stages"].pop(name, None)
+        self.data.pop("failed", None)
+        self.data["running"] = {"stage": stage, "started": now(), **running}
+        ru.atomic_write_json(self.data, self.path)
+
+    def finish(self, stage: str, settings: list, **record) -> None:
+        self.data.pop("running", None)
+        self.data["stages"][stage] = {"settings": settings, "finished": now(), **record}
+        ru.atomic_write_json(self.data, self.path)
+
+    def fail(self, stage: str, error: str, log: Path | None) -> None:
+        self.data.pop("running", None)
+        self.data["failed"] = {"stage": stage, "error": error, "log": str(log), "at": now()}
+        ru.atomic_write_json(self.data, self.path)
+
+
+@dataclass
+class Stage:
+    """One step of a scene: a project script run with this Python (`command`), or a Python
+    call (`call`), then checked. `check` raises StageFailed or returns extra record fields."""
+
+    name: str
+    command: list[str] | None = None  # script path + arguments
+    call: Callable[[], dict] | None = None
+    check: Callable[[], dict | None] = dict
+    inputs: list = field(default_factory=list)  # what else defines it (e.g. content hashes)
+    labels: list[str] | None = None  # flag names of `inputs`, when there is no command
+    before: Callable[[], None] | None = None
+
+    @property
+    def settings(self) -> list:
+        return (self.command[1:] if self.command else []) + self.inputs  # not the script path
+
+
+def run_stages(
+    stages: list[Stage],
+    state: State,
+    log_dir: Path,
+    tag: str = "",
+    say: Callable[[str], None] = print,
+    tie_to_parent: bool = False,
+    **running,
+) -> list[dict]:
+    """Run (or resume) `stages` in order; return one record per stage ("status": "ran" or
+    "skipped"). A failure is recorded in the State and re-raised. `tag`: the scene's name in
+    each line; `tie_to_parent`: see run_script; `running`: more fields for the State's record
+    of the stage in progress (host, pid, GPU)."""
+    report, redo = [], False
+    for number, stage in enumerate(stages, 1):
+        count = f"{number}/{len(stages)}"
+        label = f"[{tag}] {count} {stage.name}" if tag else f"[{count}] {stage.name}"
+        log = log_dir / f"{stage.name}.log" if stage.command else None
+        try:
+            record = None if redo else state.done(stage.name, stage.settings, stage.labels)
+            if record is not None:
+                say(f"{label}: done earlier, skipped")
+                report.append({"stage": stage.name, "status": "skipped", **record})
+                continue
+            redo = True  # everything after a redone stage is redone too
+            state.start(stage.name, [s.name for s in stages[number - 1 :]], **running)
+            say(f"{label} ...")
+            started, start = now(), time.perf_counter()
+            if stage.before:
+                stage.before()
+            outcome = stage.call() if stage.call else {}
+            if stage.command:
+                run_script(stage.command, log, tie_to_parent)
+                command = shlex.join([sys.executable, *stage.command])
+                outcome |= {"log": str(log), "command": command}
+            outcome |= stage.check() or {}
+        except (StageFailed, ru.SceneError) as err:
+            state.fail(stage.name, str(err), log)
+            raise
+        seconds = round(time.perf_counter() - start, 1)
+        state.finish(stage.name, stage.settings, seconds=seconds, started=started, **outcome)
+        say(f"{label}: done in {seconds} s")
+        report.append({"stage": stage.name, "status": "ran", "seconds": seconds, **outcome})
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# ReFill: a new scene folder = the original references + the best completions, same target
+# ---------------------------------------------------------------------------------------------
+class NothingToAdd(StageFailed):
+    """No completion has a single correspondence with the references: a second round would
+    train on nothing new."""
+
+
+def choose(ranking: dict, count: int) -> list[dict]:
+    """The best `count` candidates with at least one correspondence (a completion that matches
+    nothing is no evidence of the scene; errors are never chosen)."""
+    scored = [c for c in ranking["candidates"] if c["error"] is None and (c["score"] or 0) > 0]
+    return scored[: max(0, count)]
+
+
+def build_refill_scene(
+    ref_dir: Path,
+    target_dir: Path,
+    source_dir: Path,
+    ranking: dict,
+    target_count: int,
+    output_scene_dir: Path,
+) -> dict:
+    """Write output_scene_dir = ref/ (original references + chosen completions, up to
+    `target_count` references in all) + target/ (a copy), with SELECTION_FILE recording the
+    choice. The folder appears in one rename; the dataset folders are only read."""
+    ref_dir, target_dir, out = Path(ref_dir), Path(target_dir), Path(output_scene_dir)
+    for folder in (ref_dir.parent, source_dir):
+        if ru.overlaps(out, folder):
+            raise ru.SceneError(
+                f"--output-scene-dir {out} overlaps {folder}: the augmented scene must be a new "
+                "folder outside the dataset scene and the completions"
+            )
+    if out.exists() and any(out.iterdir()) and not (out / SELECTION_FILE).is_file():
+        raise ru.SceneError(
+            f"{out} exists and is not a scene this script built (no {SELECTION_FILE}): "
+            "choose a new --output-scene-dir"
+        )
+    for name in ("target.png", "mask.png"):
+        if not (target_dir / name).is_file():
+            raise ru.SceneError(
+                f"{target_dir / name}: missing; selection copies the scene's target folder, "
+                "so --ref-dir must be the ref/ folder of a scene laid out as <scene>/ref, "
+                "<scene>/target"
+            )
+    originals, _ = ru.list_images(ref_dir)
+    wanted = target_count - len(originals)
+    chosen = choose(ranking, wanted)
+    if wanted > 0 and not chosen:
+        raise NothingToAdd(
+            f"none of the {len(ranking['candidates'])} completions in {source_dir} has a "
+            "correspondence with the references, so none is evidence of the scene and a second "
+            "round would train on nothing new: improve the first round (more training steps, "
+            "more references) or try the other --matcher"
+        )
+    if 0 < len(chosen) < wanted:
+        ru.note(
+            f"only {len(chosen)} of the {wanted} completions asked for have correspondences "
+            f"with the references; adding those {len(chosen)}"
+        )
+    record = {
+        "schema_version": lr.SCHEMA_VERSION,
+        "source_dir": str(Path(source_dir).resolve()),
+        "reference_dir": str(ref_dir.resolve()),
+        "target_dir": str(target_dir.resolve()),
+        "target_count": target_count,
+        "original_references": [p.name for p in originals],
+        "chosen": [],
+        "settings": ranking["settings"],
+    }
+    with ru.atomic_path(out, is_dir=True) as tmp:
+        (tmp / "ref").mkdir()
+        for path in originals:
+            shutil.copyfile(path, tmp / "ref" / path.name)
+        for entry in chosen:
+            name = REFILL_PREFIX + entry["image"]
+            shutil.copyfile(Path(source_dir) / entry["image"], tmp / "ref" / name)
+            record["chosen"].append(
+                {"image": entry["image"], "score": entry["score"], "copied_as": f"ref/{name}"}
+            )
+        shutil.copytree(target_dir, tmp / "target")
+        ru.atomic_write_json(ranking, tmp / lr.SCORES_FILE)
+        ru.atomic_write_json(record, tmp / SELECTION_FILE)
+    return record
+
+
+def select_stage(
+    scene: ru.Scene, where: Layout, num_images: int, matcher: str, loftr_weights, target_count
+) -> Stage:
+    """ReFill's selection in this process: rank the first round's completions against the
+    original references, then build the second round's scene."""
+
+    def select() -> dict:
+        ranking = lr.rank_completions(
+            completions(where.results, num_images),
+            scene.reference_paths,
+            scene.fill_mask,
+            lr.make_matcher(matcher, weights=loftr_weights),
+            cache=lr.PairCache(where.results / lr.CACHE_DIR_NAME),
+        )
+        record = build_refill_scene(
+            scene.scene_dir / "ref", scene.scene_dir / "target", where.results, ranking,
+            target_count, where.scene,
+        )  # fmt: skip
+        return {"chosen": record["chosen"], "scene": str(where.scene)}
+
+    return Stage(
+        "select",
+        call=select,
+        inputs=[matcher, loftr_weights, target_count],
+        labels=["--matcher", "--loftr_weights", "--target_count"],
+    )
