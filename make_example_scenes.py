@@ -757,6 +757,8 @@ def main(argv: list[str] | None = None) -> int:
         "writes nothing, exits 1 on any difference",
     )
     args = parser.parse_args(argv)
+    if args.check and not args.output_dir.is_dir():
+        parser.error(f"--output_dir {args.output_dir}: no such folder to check")  # exit status 2
     try:
         if not args.check:
             files = generate(args.output_dir)
@@ -768,7 +770,13 @@ def main(argv: list[str] | None = None) -> int:
             problems = compare(Path(tmp), args.output_dir, files)
     except SceneError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return ru.EXIT_INPUT
+    except KeyboardInterrupt:
+        print(
+            "interrupted: each scene folder is written whole or not at all; run again",
+            file=sys.stderr,
+        )
+        return ru.EXIT_INTERRUPTED
     if problems:
         print("\n".join(problems), file=sys.stderr)
         print(

@@ -396,7 +396,7 @@ class Checkpoint:
             return None
         state = torch.load(self.path, weights_only=True)
         if state["key"] != self.key:
-            raise SystemExit(
+            raise ru.SceneError(
                 f"{self.path} belongs to a run with other settings ({state['key']}); "
                 f"delete it or pass the same --seed/--vae_steps/--unet_steps"
             )
@@ -811,16 +811,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     args = parse_args(argv)
     ru.quiet_libraries()
-    if args.measure_only:
-        record = measure_only(args.output_dir)
-        print(json.dumps({k: record[k] for k in ("vae_psnr_db_mean", "small_hole_inpainting")}))
-        return
-    record = train_toy_model(args)
-    print(json.dumps({k: record[k] for k in ("total_seconds", "vae_psnr_db_mean")}))
+    try:
+        if args.measure_only:
+            record = measure_only(args.output_dir)
+            keys = ("vae_psnr_db_mean", "small_hole_inpainting")
+        else:
+            record = train_toy_model(args)
+            keys = ("total_seconds", "vae_psnr_db_mean")
+    except ru.SceneError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return ru.EXIT_INPUT
+    except KeyboardInterrupt:
+        print(
+            f"interrupted; a training run resumes from {args.checkpoint_dir} when started again "
+            "with the same settings",
+            file=sys.stderr,
+        )
+        return ru.EXIT_INTERRUPTED
+    print(json.dumps({k: record[k] for k in keys}))
+    return ru.EXIT_OK
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

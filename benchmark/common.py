@@ -359,7 +359,11 @@ def parse_args(spec: MetricSpec, doc: str, argv=None) -> argparse.Namespace:
             help=f"model variant (default: ${spec.variant_env}, else {spec.default_variant})",
         )
     parser.add_argument("--device", default="cpu", help="torch device for learned metrics")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    jobs_file = Path(args.jobs_file)
+    if args.jobs_file != "-" and (not jobs_file.exists() or jobs_file.is_dir()):
+        parser.error(f"--jobs_file {args.jobs_file}: no such file")  # exit status 2
+    return args
 
 
 def run_metric(
@@ -384,8 +388,20 @@ def run_metric(
         {"event": "ready", "metric": spec.name, "version": spec.version, "params": params}
         | {"load_s": load_s},
     )
+    try:
+        score_jobs(args.jobs_file, scorer, out)
+    except json.JSONDecodeError as err:
+        print(f"error: --jobs_file {args.jobs_file}: not JSON lines ({err})", file=sys.stderr)
+        return ru.EXIT_INPUT
+    except KeyboardInterrupt:
+        return ru.EXIT_INTERRUPTED  # every score streamed so far is already out
+    return 0
+
+
+def score_jobs(jobs_file: str, scorer: Callable[[Item], float], out) -> None:
+    """Score every job of `jobs_file` ('-': stdin), one result line each as it is ready."""
     loader = ItemLoader()
-    source = sys.stdin if args.jobs_file == "-" else open(args.jobs_file)  # noqa: SIM115
+    source = sys.stdin if jobs_file == "-" else open(jobs_file)  # noqa: SIM115
     with source:
         for job in read_jobs(source):
             started = time.perf_counter()
@@ -404,4 +420,3 @@ def run_metric(
                 {"event": "score", "id": item.id, "value": value, "resized": item.resized}
                 | {"seconds": seconds},
             )
-    return 0

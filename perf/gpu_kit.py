@@ -819,7 +819,8 @@ def main() -> None:
     try:
         report = run_all(args.smoke, args.variants, budget, warmup, timed)
     except KeyboardInterrupt:
-        sys.exit("interrupted: no results written")
+        print("interrupted: no results written", file=sys.stderr)
+        sys.exit(ru.EXIT_INTERRUPTED)
     report["goals"] = goals(report)
     command = "python perf/gpu_kit.py " + " ".join(sys.argv[1:])
     report["command"] = command.strip()

@@ -253,3 +253,13 @@ def test_learned_metrics_without_weights_are_unavailable_fast(tmp_path):
         assert "REALFILL_" in lines[0]["reason"]  # the reason names the fix
     # checked before any model library is imported: no download attempt, no retry loop
     assert time.perf_counter() - start < 15
+
+
+def test_bad_jobs_input_exits_2_with_one_line(tmp_path):
+    not_json = tmp_path / "jobs.jsonl"
+    not_json.write_text("not json\n")
+    for jobs_file in (tmp_path / "missing.jsonl", not_json):
+        command = [sys.executable, "-m", "benchmark.psnr", "--jobs_file", str(jobs_file)]
+        proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        assert proc.returncode == 2, proc.stderr
+        assert "--jobs_file" in proc.stderr and "Traceback" not in proc.stderr

@@ -171,3 +171,10 @@ def test_references_are_other_views_that_see_the_hole(name):
         assert correlation > 0.95
         _, off = hole_correlation(info, ref, image, gt, scene.fill_mask, shift=8.0)
         assert off < 0.95
+
+
+def test_check_of_a_missing_folder_is_bad_input(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        mes.main(["--output_dir", str(tmp_path / "missing"), "--check"])
+    assert exit_info.value.code == 2
+    assert "no such folder" in capsys.readouterr().err
