@@ -102,6 +102,8 @@ def main(argv=None) -> int:
         "--docs", type=Path, default=ROOT / "docs" / "geometry.md", help="doc whose table is redone"
     )
     args = parser.parse_args(argv)
+    if not (args.data_dir.parent / "scenes.json").is_file():
+        parser.error(f"--data_dir {args.data_dir}: not the Custom/ folder of the example scenes")
 
     import cv2
 
