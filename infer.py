@@ -45,7 +45,6 @@ import realfill_utils as ru
 SCHEMA_VERSION = 1  # of completions.json
 BATCH_SIZE = 4  # images per pipeline call: SD2 at 512 px fits a 16 GB GPU in fp32 at 4
 PRIOR_STRENGTH = 0.4  # --strength with --prior_image: the best on the toy (perf/results/recipe.md)
-MIXED_PRECISION = ("no", "fp16", "bf16")  # fp16 needs CUDA; bf16 also runs on CPU
 SCRIPT = "infer.py"  # the owner recorded in the output folder's manifest
 COMPLETIONS_FILE = "completions.json"
 RAW_DIR = "raw"  # --keep_raw: uncomposited generations at the model size
@@ -603,7 +602,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--mixed_precision",
         default="no",
-        choices=MIXED_PRECISION,
+        choices=ru.MIXED_PRECISIONS,
         help="weight dtype; fp16 needs CUDA",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
