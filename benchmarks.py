@@ -30,14 +30,7 @@ import realfill_utils as ru
 from benchmark.common import METRICS
 from benchmark.report import Summary, write_reports
 from benchmark.suite import RANKING_FILE, discover, evaluate, rank
-from realfill_utils import (
-    EXIT_FAILED,
-    EXIT_INPUT,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    NUM_IMAGES,
-    SceneError,
-)
+from realfill_utils import NUM_IMAGES, SceneError
 
 
 class NothingScored(RuntimeError):
@@ -215,18 +208,11 @@ def rank_gt_free(folders, args: argparse.Namespace, force: bool) -> None:
 
 def main() -> int:
     args = parse_args()
-    try:
-        run(args)
-    except SceneError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_INPUT
-    except NothingScored as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("interrupted; the cache keeps every score finished so far", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return EXIT_OK
+    return ru.run_main(
+        lambda: run(args),
+        interrupted="interrupted; the cache keeps every score finished so far",
+        failed={NothingScored: "error: {err}"},
+    )
 
 
 if __name__ == "__main__":

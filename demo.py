@@ -119,18 +119,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        demo(args)
-    except ru.SceneError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return ru.EXIT_INPUT
-    except engine.StageFailed as err:
-        print(f"demo stopped: {err}", file=sys.stderr)
-        return ru.EXIT_FAILED
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to continue", file=sys.stderr)
-        return ru.EXIT_INTERRUPTED
-    return ru.EXIT_OK
+    return ru.run_main(
+        lambda: demo(args),
+        interrupted="interrupted: run the same command again to continue",
+        failed={engine.StageFailed: "demo stopped: {err}"},
+    )
 
 
 def demo(args: argparse.Namespace) -> None:

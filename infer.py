@@ -612,28 +612,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     done = []
-    try:
+
+    def complete():
         record = run(args, progress=done.append)
-    except ru.SceneError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return ru.EXIT_INPUT
-    except KeyboardInterrupt:
-        print(
-            f"interrupted: {len(done)} completions written to {args.output_dir}, no "
-            f"{COMPLETIONS_FILE}; run again to regenerate them all",
-            file=sys.stderr,
-        )
-        return ru.EXIT_INTERRUPTED
-    if ru.is_main_process():
-        t = record["timings"]
-        width, height = record["model_size"]
-        print(
-            f"{args.num_images} completions of {record['target_size'][0]}x"
-            f"{record['target_size'][1]} (model {width}x{height}, {args.scheduler} "
-            f"{args.num_inference_steps} steps) -> {args.output_dir} in {t['total_s']:.1f} s "
-            f"(load {t['load_s']:.1f} s, {t['per_image_s']:.2f} s/image)"
-        )
-    return ru.EXIT_OK
+        if ru.is_main_process():
+            t = record["timings"]
+            width, height = record["model_size"]
+            print(
+                f"{args.num_images} completions of {record['target_size'][0]}x"
+                f"{record['target_size'][1]} (model {width}x{height}, {args.scheduler} "
+                f"{args.num_inference_steps} steps) -> {args.output_dir} in {t['total_s']:.1f} s "
+                f"(load {t['load_s']:.1f} s, {t['per_image_s']:.2f} s/image)"
+            )
+
+    return ru.run_main(
+        complete,
+        interrupted=lambda: (
+            f"interrupted: {len(done)} completions written to "
+            f"{args.output_dir}, no {COMPLETIONS_FILE}; run again to regenerate them all"
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -40,8 +40,6 @@ from PIL import Image
 
 from realfill_utils import (
     EXIT_FAILED,
-    EXIT_INPUT,
-    EXIT_INTERRUPTED,
     EXIT_OK,
     HelpFormatter,
     SceneError,
@@ -50,6 +48,7 @@ from realfill_utils import (
     list_images,
     load_image,
     load_mask,
+    run_main,
 )
 
 SCHEMA_VERSION = 1  # of loftr_ranking_scores.json and scene_engine's refill_selection.json
@@ -673,81 +672,76 @@ def summary(ranking: dict) -> str:
     return f"{len(scored)} ranked, best: {top or '-'}" + (f"; {failed} FAILED" if failed else "")
 
 
+def run(args: argparse.Namespace) -> int:
+    """Rank the completions against the references; write the scores, or the ReFill scene."""
+    from scene_engine import build_refill_scene
+
+    if not args.source_dir.is_dir():
+        raise SceneError(f"{args.source_dir}: completions folder (--source-dir) not found")
+    if not args.ref_dir.is_dir():
+        raise SceneError(f"{args.ref_dir}: reference folder (--ref-dir) not found")
+    candidates, _ = list_images(args.source_dir)
+    candidates.sort(key=lambda p: natural_key(p.name))
+    references, _ = list_images(args.ref_dir)
+    if not candidates:
+        raise SceneError(f"{args.source_dir}: no completions (images such as 0.png) found")
+    if not references:
+        raise SceneError(f"{args.ref_dir}: no reference images found")
+    mask_path = args.mask or args.ref_dir.parent / "target" / "mask.png"
+    if not mask_path.is_file():
+        raise SceneError(f"{mask_path}: mask not found; pass the target's mask with --mask")
+    fill_mask = load_mask(mask_path)
+    matcher = make_matcher(
+        args.matcher,
+        weights=args.loftr_weights,
+        model_type=args.model_type,
+        conf_threshold=args.conf_threshold,
+        max_side=args.max_side,
+    )
+    cache = PairCache(None if args.no_cache else args.cache_dir or args.source_dir / CACHE_DIR_NAME)
+    start = time.perf_counter()
+    ranking = rank_completions(
+        candidates,
+        references,
+        fill_mask,
+        matcher,
+        mask_dilation=args.mask_dilation,
+        cache=cache,
+    )
+    ranking["settings"]["mask"] = str(mask_path.resolve())
+    seconds = time.perf_counter() - start
+    print(
+        f"{args.matcher}: {summary(ranking)} ({len(candidates)}x{len(references)} pairs, "
+        f"{cache.hits} cached, {seconds:.1f} s)"
+    )
+    if args.rank_only:
+        out = args.ranking_output_file or args.source_dir / SCORES_FILE
+        atomic_write_json(ranking, out)
+        print(f"scores: {out}")
+    else:
+        record = build_refill_scene(
+            args.ref_dir,
+            args.ref_dir.parent / "target",
+            args.source_dir,
+            ranking,
+            args.target_count,
+            args.output_scene_dir,
+        )
+        if args.ranking_output_file:
+            atomic_write_json(ranking, args.ranking_output_file)
+        chosen = ", ".join(f"{c['image']} ({c['score']})" for c in record["chosen"]) or "none"
+        print(
+            f"scene: {args.output_scene_dir} ({len(record['original_references'])} "
+            f"original + chosen: {chosen})"
+        )
+    return EXIT_OK if any(c["error"] is None for c in ranking["candidates"]) else EXIT_FAILED
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from scene_engine import NothingToAdd, build_refill_scene
+    from scene_engine import NothingToAdd
 
-    try:
-        if not args.source_dir.is_dir():
-            raise SceneError(f"{args.source_dir}: completions folder (--source-dir) not found")
-        if not args.ref_dir.is_dir():
-            raise SceneError(f"{args.ref_dir}: reference folder (--ref-dir) not found")
-        candidates, _ = list_images(args.source_dir)
-        candidates.sort(key=lambda p: natural_key(p.name))
-        references, _ = list_images(args.ref_dir)
-        if not candidates:
-            raise SceneError(f"{args.source_dir}: no completions (images such as 0.png) found")
-        if not references:
-            raise SceneError(f"{args.ref_dir}: no reference images found")
-        mask_path = args.mask or args.ref_dir.parent / "target" / "mask.png"
-        if not mask_path.is_file():
-            raise SceneError(f"{mask_path}: mask not found; pass the target's mask with --mask")
-        fill_mask = load_mask(mask_path)
-        matcher = make_matcher(
-            args.matcher,
-            weights=args.loftr_weights,
-            model_type=args.model_type,
-            conf_threshold=args.conf_threshold,
-            max_side=args.max_side,
-        )
-        cache = PairCache(
-            None if args.no_cache else args.cache_dir or args.source_dir / CACHE_DIR_NAME
-        )
-        start = time.perf_counter()
-        ranking = rank_completions(
-            candidates,
-            references,
-            fill_mask,
-            matcher,
-            mask_dilation=args.mask_dilation,
-            cache=cache,
-        )
-        ranking["settings"]["mask"] = str(mask_path.resolve())
-        seconds = time.perf_counter() - start
-        print(
-            f"{args.matcher}: {summary(ranking)} ({len(candidates)}x{len(references)} pairs, "
-            f"{cache.hits} cached, {seconds:.1f} s)"
-        )
-        if args.rank_only:
-            out = args.ranking_output_file or args.source_dir / SCORES_FILE
-            atomic_write_json(ranking, out)
-            print(f"scores: {out}")
-        else:
-            record = build_refill_scene(
-                args.ref_dir,
-                args.ref_dir.parent / "target",
-                args.source_dir,
-                ranking,
-                args.target_count,
-                args.output_scene_dir,
-            )
-            if args.ranking_output_file:
-                atomic_write_json(ranking, args.ranking_output_file)
-            chosen = ", ".join(f"{c['image']} ({c['score']})" for c in record["chosen"]) or "none"
-            print(
-                f"scene: {args.output_scene_dir} ({len(record['original_references'])} "
-                f"original + chosen: {chosen})"
-            )
-    except SceneError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_INPUT
-    except NothingToAdd as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return EXIT_OK if any(c["error"] is None for c in ranking["candidates"]) else EXIT_FAILED
+    return run_main(lambda: run(args), failed={NothingToAdd: "error: {err}"})
 
 
 if __name__ == "__main__":

@@ -759,34 +759,34 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.check and not args.output_dir.is_dir():
         parser.error(f"--output_dir {args.output_dir}: no such folder to check")  # exit status 2
-    try:
-        if not args.check:
-            files = generate(args.output_dir)
-            size = sum((args.output_dir / f).stat().st_size for f in files)
-            print(f"wrote {len(files)} files ({size / 1e3:.0f} kB) under {args.output_dir}")
-            return 0
-        with tempfile.TemporaryDirectory() as tmp:
-            files = generate(Path(tmp))
-            problems = compare(Path(tmp), args.output_dir, files)
-    except SceneError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return ru.EXIT_INPUT
-    except KeyboardInterrupt:
-        print(
-            "interrupted: each scene folder is written whole or not at all; run again",
-            file=sys.stderr,
-        )
-        return ru.EXIT_INTERRUPTED
+    return ru.run_main(
+        lambda: check(args.output_dir) if args.check else write(args.output_dir),
+        interrupted="interrupted: each scene folder is written whole or not at all; run again",
+    )
+
+
+def write(output_dir: Path) -> None:
+    """Generate the scenes and README into `output_dir`."""
+    files = generate(output_dir)
+    size = sum((output_dir / f).stat().st_size for f in files)
+    print(f"wrote {len(files)} files ({size / 1e3:.0f} kB) under {output_dir}")
+
+
+def check(output_dir: Path) -> int:
+    """Regenerate into a temporary folder; 0 if `output_dir` matches byte for byte, else 1."""
+    with tempfile.TemporaryDirectory() as tmp:
+        files = generate(Path(tmp))
+        problems = compare(Path(tmp), output_dir, files)
     if problems:
         print("\n".join(problems), file=sys.stderr)
         print(
             f"{len(problems)} difference(s): run `python make_example_scenes.py "
-            f"--output_dir {args.output_dir}` to rewrite the scenes (and commit them)",
+            f"--output_dir {output_dir}` to rewrite the scenes (and commit them)",
             file=sys.stderr,
         )
-        return 1
-    print(f"{len(files)} files under {args.output_dir} match a fresh regeneration byte for byte")
-    return 0
+        return ru.EXIT_FAILED
+    print(f"{len(files)} files under {output_dir} match a fresh regeneration byte for byte")
+    return ru.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -69,6 +69,27 @@ class SceneError(ValueError):
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130  # 1: a stage failed; 2: bad input
 
 
+def run_main(body, interrupted="interrupted", failed: dict | None = None) -> int:
+    """Run a script's `body()` and return its exit status: an int that body returns, else EXIT_OK;
+    SceneError -> "error: <message>" and EXIT_INPUT; an exception whose type is a key of
+    `failed` -> that key's message (str.format with `err`) and EXIT_FAILED; Ctrl-C ->
+    `interrupted` (a string, or a function returning one) and EXIT_INTERRUPTED."""
+    failed = failed or {}
+    try:
+        code = body()
+    except SceneError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INPUT
+    except tuple(failed) as err:
+        message = next(m for kind, m in failed.items() if isinstance(err, kind))
+        print(message.format(err=err), file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(interrupted() if callable(interrupted) else interrupted, file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return code if isinstance(code, int) else EXIT_OK
+
+
 def note(message: str) -> None:
     """A one-line notice on stderr for the user (not a Python warning with file and line)."""
     print(f"note: {message}", file=sys.stderr, flush=True)

@@ -160,24 +160,23 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
+
+    def refill():
         summary = run_refill(args)
-    except ru.SceneError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return ru.EXIT_INPUT
-    except StageFailed as err:
-        print(f"error: stage failed: {err}\nfix it and run the same command again: finished "
-              "stages are kept", file=sys.stderr)  # fmt: skip
-        return ru.EXIT_FAILED
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to continue", file=sys.stderr)
-        return ru.EXIT_INTERRUPTED
-    chosen = ", ".join(f"{c['image']} ({c['score']})" for c in summary["chosen"]) or "none"
-    folders = summary["folders"]
-    print(f"chosen as extra references: {chosen}")
-    print(f"round 1: {folders['results']}\nround 2: {folders['results_refill']}")
-    print(f"summary: {args.output_dir / SUMMARY_FILE}")
-    return ru.EXIT_OK
+        chosen = ", ".join(f"{c['image']} ({c['score']})" for c in summary["chosen"]) or "none"
+        folders = summary["folders"]
+        print(f"chosen as extra references: {chosen}")
+        print(f"round 1: {folders['results']}\nround 2: {folders['results_refill']}")
+        print(f"summary: {args.output_dir / SUMMARY_FILE}")
+
+    return ru.run_main(
+        refill,
+        interrupted="interrupted: run the same command again to continue",
+        failed={
+            StageFailed: "error: stage failed: {err}\nfix it and run the same command "
+            "again: finished stages are kept"
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -866,19 +866,18 @@ TRAIN_RECIPE = [f.name for f in dataclasses.fields(ru.Recipe) if f.name not in r
 def main(argv=None) -> int:
     logging.basicConfig(format="%(message)s", level=logging.INFO)
     args = parse_args(argv)
-    try:
+
+    def check_and_train():
         checked = check_inputs(args)  # before torch: bad input is answered at once
         main_process = ru.is_main_process()
         with ru.output_lock(args.output_dir, SCRIPT) if main_process else contextlib.nullcontext():
             ru.quiet_libraries()
             train(args, checked)
-    except ru.SceneError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return ru.EXIT_INPUT
-    except KeyboardInterrupt:
-        print("interrupted; continue with --resume_from_checkpoint latest", file=sys.stderr)
-        return ru.EXIT_INTERRUPTED
-    return ru.EXIT_OK
+
+    return ru.run_main(
+        check_and_train,
+        interrupted="interrupted; continue with --resume_from_checkpoint latest",
+    )
 
 
 if __name__ == "__main__":

@@ -814,25 +814,21 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     ru.quiet_libraries()
-    try:
+
+    def run():
         if args.measure_only:
             record = measure_only(args.output_dir)
             keys = ("vae_psnr_db_mean", "small_hole_inpainting")
         else:
             record = train_toy_model(args)
             keys = ("total_seconds", "vae_psnr_db_mean")
-    except ru.SceneError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return ru.EXIT_INPUT
-    except KeyboardInterrupt:
-        print(
-            f"interrupted; a training run resumes from {args.checkpoint_dir} when started again "
-            "with the same settings",
-            file=sys.stderr,
-        )
-        return ru.EXIT_INTERRUPTED
-    print(json.dumps({k: record[k] for k in keys}))
-    return ru.EXIT_OK
+        print(json.dumps({k: record[k] for k in keys}))
+
+    return ru.run_main(
+        run,
+        interrupted=f"interrupted; a training run resumes from {args.checkpoint_dir} when "
+        "started again with the same settings",
+    )
 
 
 if __name__ == "__main__":

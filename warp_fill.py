@@ -126,10 +126,10 @@ def main(argv=None) -> int:
         seconds = time.perf_counter() - start
     except SceneError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return ru.EXIT_INPUT
     except KeyboardInterrupt:
         print("interrupted; nothing was written", file=sys.stderr)
-        return 130
+        return ru.EXIT_INTERRUPTED
 
     atomic_save_image(result.image, args.output_dir / "0.png")
     atomic_save_image(uncertainty_image(result.uncertainty), args.output_dir / UNCERTAINTY_FILE)
@@ -159,7 +159,7 @@ def main(argv=None) -> int:
     for r in result.references:
         if r["error"]:
             print(f"  {r['reference']}: not aligned: {r['error']}")
-    return 0
+    return ru.EXIT_OK
 
 
 if __name__ == "__main__":

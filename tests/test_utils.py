@@ -247,3 +247,41 @@ def test_a_second_run_into_a_locked_folder_is_refused(tmp_path):
         pass
     with ru.output_lock(tmp_path, "infer.py"):  # released: free again
         pass
+
+
+class _StageBroke(RuntimeError):
+    pass
+
+
+def _raise(err):
+    def body():
+        raise err
+
+    return body
+
+
+@pytest.mark.parametrize(
+    "body, code, message",
+    [
+        (lambda: None, ru.EXIT_OK, ""),
+        (lambda: {"written": []}, ru.EXIT_OK, ""),  # a record is not an exit status
+        (lambda: ru.EXIT_FAILED, ru.EXIT_FAILED, ""),
+        (_raise(ru.SceneError("mask.png: not found")), ru.EXIT_INPUT, "error: mask.png: not found"),
+        (_raise(_StageBroke("infer")), ru.EXIT_FAILED, "stage failed: infer"),
+        (_raise(KeyboardInterrupt()), ru.EXIT_INTERRUPTED, "interrupted: 3 done"),
+    ],
+)
+def test_run_main_maps_each_ending_to_one_exit_status(body, code, message, capsys):
+    done = [1, 2, 3]
+    status = ru.run_main(
+        body,
+        interrupted=lambda: f"interrupted: {len(done)} done",
+        failed={_StageBroke: "stage failed: {err}"},
+    )
+    assert status == code
+    assert capsys.readouterr().err.strip() == message
+
+
+def test_run_main_lets_other_errors_through():
+    with pytest.raises(ZeroDivisionError):
+        ru.run_main(lambda: 1 / 0, failed={_StageBroke: "{err}"})
