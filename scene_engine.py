@@ -72,23 +72,26 @@ class Layout:
 # ---------------------------------------------------------------------------------------------
 # The one subprocess runner
 # ---------------------------------------------------------------------------------------------
-def run_script(command: list, log: Path | None = None, tie_to_parent: bool = False) -> None:
+def run_script(
+    command: list, log: Path | None = None, tie_to_parent: bool = False, cwd: Path | None = None
+) -> None:
     """Run a project script (path + arguments) with this Python; raise StageFailed if it fails.
 
     `log`: its output goes there and a failure quotes the log's tail; None: it streams to the
     console. A script stopped by Ctrl-C raises KeyboardInterrupt here too. `tie_to_parent`: on
     Linux the script gets SIGTERM if this process dies, so no orphaned stage works on behind a
-    runner's lock (run_realbench.py's scene runner).
+    runner's lock (run_realbench.py's scene runner). `cwd`: the script's working directory
+    (default: this process's, so relative paths in `command` hold).
     """
     command = [sys.executable, *map(str, command)]
     preexec = die_with_parent if tie_to_parent and sys.platform == "linux" else None
     if log is None:
-        code = subprocess.run(command, preexec_fn=preexec).returncode
+        code = subprocess.run(command, preexec_fn=preexec, cwd=cwd).returncode
     else:
         log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "w") as out:  # the caller's working directory: relative paths hold
+        with open(log, "w") as out:
             code = subprocess.run(
-                command, stdout=out, stderr=subprocess.STDOUT, preexec_fn=preexec
+                command, stdout=out, stderr=subprocess.STDOUT, preexec_fn=preexec, cwd=cwd
             ).returncode
     if code in (ru.EXIT_INTERRUPTED, -signal.SIGINT):
         raise KeyboardInterrupt

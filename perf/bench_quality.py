@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import infer  # noqa: E402
 import realfill_utils as ru  # noqa: E402
+import scene_engine as engine  # noqa: E402
 from benchmark.suite import DROP_RATES, seed_selection  # noqa: E402
 
 MIN_PRIOR_COVERAGE = 0.5  # share of the hole the references must cover to use the warp as prior
@@ -48,17 +48,18 @@ SAMPLERS = {  # variant suffix -> (scheduler, steps); "" is round 1 itself (the 
 
 
 def run(cmd: list, log: Path, may_fail: bool = False, done: Path | None = None) -> float:
-    """Run one script, its output to `log`; return its wall time; stop on failure (unless
-    `may_fail`: then the time is returned and the caller checks what was written). If `done`
-    exists, the step finished in an earlier run and is skipped (0 s)."""
+    """Run one project script from the repository root (scene_engine.run_script), its output
+    to `log`; return its wall time; stop on failure (unless `may_fail`: then the time is
+    returned and the caller checks what was written). If `done` exists, the step finished in
+    an earlier run and is skipped (0 s)."""
     if done is not None and done.is_file():
         return 0.0
     start = time.perf_counter()
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as f:
-        code = subprocess.run([str(c) for c in cmd], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
-    if code.returncode and not may_fail:
-        sys.exit(f"failed ({code.returncode}): {' '.join(map(str, cmd))}\nlog: {log}")
+    try:
+        engine.run_script(cmd, log, cwd=ROOT)
+    except engine.StageFailed as err:
+        if not may_fail:
+            sys.exit(f"failed: {shlex.join(map(str, cmd))}\n{err}")
     return time.perf_counter() - start
 
 
@@ -66,7 +67,6 @@ def scene_runs(scene: Path, args, out: Path) -> dict:
     """Every result folder of one scene; returns {variant: completions.json record}."""
     name = f"{scene.parent.name}-{scene.name}"
     work = out / name
-    base = [sys.executable]
     common = [
         "--resolution", args.resolution, "--num_images", args.num_images,
     ]  # fmt: skip
@@ -74,7 +74,7 @@ def scene_runs(scene: Path, args, out: Path) -> dict:
     if args.refill_scenes is not None and scene.name not in args.refill_scenes:
         return round_one_only(scene, args, out, name, train_args)
     print(f"== {name}: RealFill and ReFill (refill.py)", flush=True)
-    seconds = run(base + [
+    seconds = run([
         "refill.py", "--train_data_dir", scene, "--output_dir", work,
         "--pretrained_model_name_or_path", args.base_model, *common,
         "--max_train_steps", args.max_train_steps, "--train_batch_size", 16,
@@ -91,14 +91,14 @@ def round_one_only(scene: Path, args, out: Path, name: str, train_args: list) ->
     model = work / "models" / f"{name}-model"
     print(f"== {name}: RealFill (train_realfill.py, infer.py; no ReFill round)", flush=True)
     seconds = run([
-        sys.executable, "train_realfill.py", "--pretrained_model_name_or_path", args.base_model,
+        "train_realfill.py", "--pretrained_model_name_or_path", args.base_model,
         "--train_data_dir", scene, "--output_dir", model, "--resolution", args.resolution,
         "--max_train_steps", args.max_train_steps, "--train_batch_size", 16,
         "--resume_from_checkpoint", "latest", *train_args,
     ], out / "logs" / f"{name}-train.log", done=model / ru.SETTINGS_FILE)  # fmt: skip
     results = work / "results" / f"{name}-results"
     seconds += run([
-        sys.executable, "infer.py", "--model_path", model, "--output_dir", results,
+        "infer.py", "--model_path", model, "--output_dir", results,
         "--validation_image", scene / "target" / "target.png",
         "--validation_mask", scene / "target" / "mask.png",
         "--resolution", args.resolution, "--num_images", args.num_images,
@@ -111,7 +111,6 @@ def finish_scene(scene: Path, args, out: Path, name: str, seconds: float, refill
     """Link round 1 and ReFill into results/, then the warp fill and the other variants."""
     work = out / name
     results = out / "results"
-    base = [sys.executable]
     common = ["--resolution", args.resolution, "--num_images", args.num_images]
     records = {}
     round_one = work / "results" / f"{name}-results"
@@ -144,7 +143,7 @@ def finish_scene(scene: Path, args, out: Path, name: str, seconds: float, refill
     warp = out / "warp" / f"{name}-results-warp"
     print(f"== {name}: warp fill (warp_fill.py)", flush=True)
     records[""]["warp_seconds"] = run(
-        base + ["warp_fill.py", "--scene_dir", scene, "--output_dir", warp],
+        ["warp_fill.py", "--scene_dir", scene, "--output_dir", warp],
         out / "logs" / f"{name}-warp.log",
     )
     jobs = {"untuned": (args.base_model, "ddpm", 200, [])}
@@ -170,7 +169,7 @@ def finish_scene(scene: Path, args, out: Path, name: str, seconds: float, refill
             if same == (scheduler, steps, args.num_images):
                 records[variant] = record
                 continue
-        run(base + [
+        run([
             "infer.py", "--model_path", model_path, "--output_dir", folder,
             "--validation_image", target / "target.png",
             "--validation_mask", target / "mask.png", *common,
@@ -185,7 +184,7 @@ def score(out: Path, args) -> dict:
     print("== benchmarks.py", flush=True)
     report = out / "report.txt"
     run([
-        sys.executable, "benchmarks.py", "--results_base_dir", out / "results",
+        "benchmarks.py", "--results_base_dir", out / "results",
         "--custom_dataset_dir", ROOT / "data", "--cache_dir", out / "cache",
         "--output_file", report, "--metrics", *METRICS, "--ranking_matcher", "sift",
         "--num_images", args.num_images,
@@ -502,21 +501,38 @@ def write_results(
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=ru.HelpFormatter)
-    p.add_argument("--base_model", type=Path, default=ru.TOY_MODEL)
     p.add_argument(
-        "--scenes", nargs="*", default=None, help="Custom scene numbers (default: 1 2 3)"
+        "--base_model", type=Path, default=ru.TOY_MODEL, help="SD2-inpainting pipeline folder"
     )
-    p.add_argument("--resolution", type=int, default=None, help="default: the base's recipe")
-    p.add_argument("--max_train_steps", type=int, default=None, help="default: the base's recipe")
-    p.add_argument("--num_images", type=int, default=16)
-    p.add_argument("--strength", type=float, default=None, help="default: the base's recipe")
+    p.add_argument(
+        "--scenes",
+        nargs="*",
+        default=None,
+        help="Custom scene numbers (default: every scene in data/Custom)",
+    )
+    p.add_argument("--resolution", type=int, default=None, help="px; default: the base's recipe")
+    p.add_argument(
+        "--max_train_steps", type=int, default=None, help="steps; default: the base's recipe"
+    )
+    p.add_argument("--num_images", type=int, default=16, help="completions per scene and variant")
+    p.add_argument(
+        "--strength",
+        type=float,
+        default=None,
+        help="geometry-guided start's infer.py --strength; default: the base's recipe",
+    )
     p.add_argument(
         "--refill_scenes",
         nargs="*",
         default=None,
         help="scene numbers that get the ReFill round (default: all); the others train once",
     )
-    p.add_argument("--output_dir", type=Path, default=ROOT / "runs" / "quality")
+    p.add_argument(
+        "--output_dir",
+        type=Path,
+        default=ROOT / "runs" / "quality",
+        help="work folder (models, completions, logs); a rerun reuses finished steps",
+    )
     p.add_argument("--name", default="quality_gate", help="results file name in perf/results")
     args = p.parse_args(argv)
     recipe = dict(ru.model_recipe(args.base_model).get("train", {}))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import realfill_utils as ru  # noqa: E402
+import scene_engine as engine  # noqa: E402
 
 RESOLUTION = 64  # the toy model's own
 STEPS = 400
@@ -118,16 +118,16 @@ def render_scenes(folder: Path) -> list[Path]:
 
 
 def run(cmd: list, log: Path, done: Path | None = None) -> float:
-    """Run one script, its output to `log`; return its wall time (0 if `done` exists: a
-    finished step of an earlier run is reused, so an interrupted measurement resumes)."""
+    """Run one project script from the repository root (scene_engine.run_script), its output
+    to `log`; return its wall time (0 if `done` exists: a finished step of an earlier run is
+    reused, so an interrupted measurement resumes); stop on failure."""
     if done is not None and done.is_file():
         return 0.0
     start = time.perf_counter()
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as f:
-        done = subprocess.run([str(c) for c in cmd], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
-    if done.returncode:
-        sys.exit(f"failed ({done.returncode}): {shlex.join(map(str, cmd))}\nlog: {log}")
+    try:
+        engine.run_script(cmd, log, cwd=ROOT)
+    except engine.StageFailed as err:
+        sys.exit(f"failed: {shlex.join(map(str, cmd))}\n{err}")
     return time.perf_counter() - start
 
 
@@ -167,9 +167,21 @@ def simple_fills(scene_dir: Path) -> dict:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=ru.HelpFormatter)
-    p.add_argument("--base_model", type=Path, default=ru.TOY_MODEL)
-    p.add_argument("--max_train_steps", type=int, default=STEPS)
-    p.add_argument("--output_dir", type=Path, default=ROOT / "runs" / "recipe")
+    p.add_argument(
+        "--base_model",
+        type=Path,
+        default=ru.TOY_MODEL,
+        help="SD2-inpainting pipeline folder; the chosen recipe is written into it",
+    )
+    p.add_argument(
+        "--max_train_steps", type=int, default=STEPS, help="training steps of every candidate"
+    )
+    p.add_argument(
+        "--output_dir",
+        type=Path,
+        default=ROOT / "runs" / "recipe",
+        help="work folder (scenes, models, completions, logs); a rerun reuses finished steps",
+    )
     p.add_argument("--no-write", action="store_true", help="do not write realfill_recipe.json")
     args = p.parse_args(argv)
     out = args.output_dir.resolve()
@@ -183,7 +195,7 @@ def main(argv=None) -> None:
             results = out / slug / f"{scene.name}-results"
             print(f"== {name} on validation scene {scene.name}", flush=True)
             train = run([
-                sys.executable, "train_realfill.py", "--pretrained_model_name_or_path",
+                "train_realfill.py", "--pretrained_model_name_or_path",
                 args.base_model, "--train_data_dir", scene, "--output_dir", model_dir,
                 "--resolution", RESOLUTION, "--max_train_steps", args.max_train_steps,
                 "--report_to", "none", "--validation_steps", "0", "--checkpointing_steps", "0",
@@ -191,7 +203,7 @@ def main(argv=None) -> None:
             ], out / "logs" / f"{slug}-{scene.name}-train.log",
                model_dir / ru.SETTINGS_FILE)  # fmt: skip
             run([
-                sys.executable, "infer.py", "--model_path", model_dir, "--output_dir", results,
+                "infer.py", "--model_path", model_dir, "--output_dir", results,
                 "--validation_image", scene / "target" / "target.png",
                 "--validation_mask", scene / "target" / "mask.png",
                 "--num_images", NUM_IMAGES, "--resolution", RESOLUTION,
@@ -210,14 +222,14 @@ def main(argv=None) -> None:
     guided = {}
     for scene in scenes:
         warp = out / "warp" / f"Custom-{scene.name}-results-warp"
-        run([sys.executable, "warp_fill.py", "--scene_dir", scene, "--output_dir", warp],
+        run(["warp_fill.py", "--scene_dir", scene, "--output_dir", warp],
             out / "logs" / f"warp-{scene.name}.log")  # fmt: skip
         guided[("warp fill alone", scene.name)] = score(scene, warp, count=1)
         for strength in STRENGTHS:
             results = out / slug / f"{scene.name}-results-prior-{strength}"
             print(f"== geometry-guided, strength {strength}, scene {scene.name}", flush=True)
             run([
-                sys.executable, "infer.py", "--model_path", out / slug / f"{scene.name}-model",
+                "infer.py", "--model_path", out / slug / f"{scene.name}-model",
                 "--output_dir", results, "--validation_image", scene / "target" / "target.png",
                 "--validation_mask", scene / "target" / "mask.png", "--num_images", NUM_IMAGES,
                 "--resolution", RESOLUTION, *ru.recipe_flags(INFER),
