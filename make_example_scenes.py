@@ -343,6 +343,8 @@ class BlobMask:
         return fill
 
     def describe(self) -> str:
+        if len(self.ellipses) == 1:
+            return "interior hole: one ellipse"
         return f"interior hole: union of {len(self.ellipses)} ellipses"
 
 
@@ -604,10 +606,12 @@ def readme(manifest: dict) -> str:
         "free-licensed photos that scikit-image ships (see `LICENSES.md`). Generated file: do not",
         "edit; change the script and run `python make_example_scenes.py`.",
         "",
-        "Every view is a simulated camera looking at one photo: a perspective warp (homography)",
+        "Every view is a simulated camera looking at a photo: a perspective warp (homography)",
         "of it, with its own crop, zoom, rotation and exposure / white balance. The target is one",
         "view; `gt.png` is that view before its hole was painted white; the references are other",
-        "views. Because all views come from one flat photo, there is no parallax between them.",
+        "views. Where a scene is one flat photo, one homography maps a view onto another and",
+        "there is no parallax between them.",
+        *_scene_kinds(manifest["scenes"]),
         "The homography and light of every view are in `scenes.json`.",
         "",
         "| scene | photo | task | mask | target | references | hole | hole seen by refs |",
@@ -638,6 +642,30 @@ def readme(manifest: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _scene_kinds(scenes: list[dict]) -> list[str]:
+    """README sentences on the scenes that break the flat-photo rule or that no reference helps."""
+
+    def names(chosen):
+        return ", ".join(f"`{s['scene']}`" for s in chosen)
+
+    layered = [s for s in scenes if "layer" in s]
+    unseen = [s for s in scenes if s["hole_seen_by_references"] == 0]
+    lines = []
+    if layered:
+        lines += [
+            f"Not so in {names(layered)}: a cut-out of a second photo sits in front of the first,",
+            "nearer the camera, and moves against it between views (parallax), so no single",
+            "homography aligns a whole view; each reference's shift of the cut-out is in",
+            "`scenes.json` (`layer_shift`).",
+        ]
+    if unseen:
+        lines += [
+            f"In {names(unseen)} no reference view sees any of the hole: the references show the",
+            "scene's style but not the missing content, which only the model's prior can supply.",
+        ]
+    return lines
 
 
 def licences() -> str:
