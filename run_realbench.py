@@ -38,14 +38,11 @@ See docs/realbench.md for the layout, the state file and the expected GPU-hours.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import math
 import os
 import queue
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -54,25 +51,21 @@ from pathlib import Path
 import loftr_ranking as lr
 import realfill_utils as ru
 import scene_engine as engine
+from benchmark import realbench_report
 from benchmark.common import METRICS
-from benchmark.report import PAPER_METRICS, PAPER_ROWS, fmt, header, render_markdown, render_text
-from benchmark.suite import seed_selection
+from benchmark.realbench_report import PAPER_SCENES
+from benchmark.report import render_text
+from scene_engine import say
 
 ROOT = Path(__file__).resolve().parent
 SCRIPT = Path(__file__).resolve()
 SCHEMA_VERSION = 1  # of realbench_run.json and runs/<scene>/state.json
 CONFIG_FILE = "realbench_run.json"
-STATE_FILE = "state.json"
-LOCK_FILE = ".lock"
-PAPER_SCENES = 33  # RealBench as published: 23 outpainting + 10 inpainting scenes
 WHERE = (
     "RealBench is the archive linked from the RealFill project page (https://realfill.github.io); "
     "unpack it and pass the folder holding RealBench/<N>/ref and RealBench/<N>/target"
 )
 DATASETS = {"RealBench": "realbench_dir", "Custom": "custom_dir"}  # dataset -> flag
-EXIT_FAILED, EXIT_INPUT = ru.EXIT_FAILED, ru.EXIT_INPUT  # 0 = done, 130 = interrupted
-EXIT_BUSY = 3  # `scene`: another runner holds the scene (SLURM requeues it); not a failure
-DROP_REPORTED = 0.75  # the paper's seed-selection row drops the lowest-ranked 75%
 
 # What every scene is run with: the training recipe's fields (ru.Recipe, the paper's defaults)
 # that are flags here, and the benchmark protocol's own.
@@ -115,31 +108,6 @@ def find_scenes(dataset: str, folder: Path) -> tuple[Path, list[dict]]:
     ]
 
 
-def scene_problem(scene_dir: Path) -> str | None:
-    """Why a scene cannot be benchmarked, or None."""
-    try:
-        scene = ru.load_scene(scene_dir)
-    except ru.SceneError as err:
-        return str(err)
-    if scene.gt is None:
-        return (
-            f"{scene_dir / 'target' / 'gt.png'}: missing; the benchmark compares every "
-            "completion with the ground truth (RealBench ships one per scene)"
-        )
-    return None
-
-
-def scene_fingerprint(scene_dir: Path) -> str:
-    """sha256 over the scene's reference and target files: a changed scene is a new scene."""
-    digest = hashlib.sha256()  # of (name, file sha256) pairs: file_digest hashes each file
-    refs, _ = ru.list_images(scene_dir / "ref")
-    targets = [scene_dir / "target" / n for n in ("target.png", "mask.png", "gt.png")]
-    for path in refs + [p for p in targets if p.is_file()]:
-        digest.update(f"{path.relative_to(scene_dir)}\0".encode())
-        digest.update(lr.file_sha256(path).encode())
-    return digest.hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------
 # The run's configuration: scenes in array order + recipe, written once
 # ---------------------------------------------------------------------------------------------
@@ -175,7 +143,7 @@ def set_up(args: argparse.Namespace) -> dict:
     A recipe flag given now that differs from the stored recipe is refused: finished stages
     were made with the stored one and must not be mixed with new ones."""
     output_dir = args.output_dir.resolve()
-    given = {k: normalise(k, getattr(args, k)) for k in DEFAULTS if hasattr(args, k)}
+    given = {k: normalise(k, v) for k in DEFAULTS if (v := getattr(args, k, None)) is not None}
     folders = {d: getattr(args, flag, None) for d, flag in DATASETS.items()}
     old = read_config(output_dir) if (output_dir / CONFIG_FILE).is_file() else None
     if old:
@@ -235,7 +203,9 @@ def set_up(args: argparse.Namespace) -> dict:
         )
 
     print(f"checking {len(scenes)} scenes ...", flush=True)
-    problems = [f"{s['name']}: {p}" for s in scenes if (p := scene_problem(Path(s["scene_dir"])))]
+    problems = [
+        f"{s['name']}: {p}" for s in scenes if (p := engine.scene_problem(Path(s["scene_dir"])))
+    ]
     if problems:
         raise ru.SceneError(
             f"{len(problems)} of {len(scenes)} scenes cannot be used; nothing was started:\n  "
@@ -280,246 +250,16 @@ def pick_scene(config: dict, index: int | None, name: str | None) -> tuple[int, 
 
 
 # ---------------------------------------------------------------------------------------------
-# One scene: its stages, its state file and its lock
-# ---------------------------------------------------------------------------------------------
-def say(text: str, stream=None) -> None:
-    """One line in one write: lines of scenes running side by side never interleave."""
-    stream = stream or sys.stdout
-    stream.write(text + "\n")
-    stream.flush()
-
-
-def stage_names(recipe: dict) -> list[str]:
-    refill_stages = ["refill_select", "refill_train", "refill_infer", "refill_rank"]
-    return ["train", "infer", "rank"] + (refill_stages if recipe["refill"] else []) + ["benchmarks"]
-
-
-class SceneLock:
-    """An exclusive lock on runs/<scene>/.lock while the scene runs, so no second runner (a
-    SLURM task and a local run, say) can start the same scene. Stage scripts are tied to the
-    runner (scene_engine.run_script's tie_to_parent): a killed runner takes its stage with it,
-    so no orphaned stage keeps working on a scene whose lock is free."""
-
-    def __init__(self, path: Path):
-        from filelock import FileLock
-
-        self.path = path
-        self.lock = FileLock(path)
-
-    def acquire(self, wait_s: float = 2.0) -> bool:
-        """Take the lock, waiting up to `wait_s` (`status` takes it for an instant)."""
-        from filelock import Timeout
-
-        try:
-            self.lock.acquire(timeout=wait_s)
-        except Timeout:
-            return False
-        return True
-
-    def release(self) -> None:
-        if self.lock.is_locked:
-            self.lock.release()
-
-    @staticmethod
-    def held(path: Path) -> bool:
-        """Whether some process holds the lock now (False if there is no lock file)."""
-        from filelock import FileLock, Timeout
-
-        if not path.is_file():
-            return False
-        probe = FileLock(path)
-        try:
-            probe.acquire(timeout=0)
-        except Timeout:
-            return True
-        probe.release()
-        return False
-
-
-def benchmark_command(config: dict, results_view: Path, output_file: Path, out: Path) -> list:
-    recipe = config["recipe"]
-    return engine.benchmark_command(
-        results_view, config["datasets"], output_file, out / "benchmark_cache",
-        num_images=recipe["num_images"], ranking_matcher=recipe["matcher"],
-        metrics=recipe["metrics"],
-    )  # fmt: skip
-
-
-def make_view(view: Path, folders: list[Path]) -> None:
-    """A folder of links to `folders`: what benchmarks.py should see, and nothing else."""
-    with ru.atomic_path(view, is_dir=True) as tmp:
-        for folder in folders:
-            (tmp / folder.name).symlink_to(folder, target_is_directory=True)
-
-
-def check_benchmarks(scores: Path, folders: list[Path], config: dict) -> dict:
-    """The scene's scores are all there and no metric failed; returns its means."""
-    try:
-        data = json.loads(scores.read_text())
-    except (OSError, ValueError) as err:
-        raise engine.StageFailed(f"{scores}: unreadable ({err})") from None
-    statuses = {m: v["status"] for m, v in data["metrics"].items()}
-    bad = [f"{m}: {s}" for m, s in statuses.items() if s.startswith(("failed", "timed out"))]
-    if bad:
-        raise engine.StageFailed("; ".join(bad))
-    for folder in folders:
-        if sum(r["folder"] == folder.name for r in data["scores"]) < config["recipe"]["num_images"]:
-            raise engine.StageFailed(f"benchmarks.py did not score {folder.name}; see the log")
-    means = {
-        variant: {m: nan_to_none(v) for m, v in table["means"][0.0].items()}
-        for (_, variant), table in selection_means(data["scores"], list(statuses)).items()
-    }
-    return {"metrics": statuses, "means": means}
-
-
-def nan_to_none(value: float) -> float | None:
-    return None if value is None or math.isnan(value) else value
-
-
-def plan(config: dict, scene: dict, out: Path) -> list[engine.Stage]:
-    """The scene's stages, in order, with the commands a user would type."""
-    recipe, name = config["recipe"], scene["name"]
-    scene_dir = Path(scene["scene_dir"])
-    problem = scene_problem(scene_dir)
-    if problem:
-        raise ru.SceneError(problem)
-    given = {f: recipe[f] for f in (*RECIPE_FIELDS, "num_images")}
-    training = ru.Recipe.for_model(**given)
-    train_extra, infer_extra = shlex.split(recipe["train_args"]), shlex.split(recipe["infer_args"])
-    where = engine.Layout(out, name)
-    n, Stage = recipe["num_images"], engine.Stage
-    ranking = lr.SCORES_FILE
-
-    def train(scene_path: Path, model: Path, stage: str, **more) -> engine.Stage:
-        command = engine.train_command(training, scene_path, model, train_extra)
-        return Stage(stage, command, check=lambda: engine.check_model(model), **more)
-
-    def infer(scene_path: Path, model: Path, results: Path, stage: str) -> engine.Stage:
-        command = engine.infer_command(training, scene_path, model, results, infer_extra)
-        return Stage(stage, command, check=lambda: engine.check_completions(results, n))
-
-    def rank(results: Path, stage: str, *selection: str, check=None) -> engine.Stage:
-        command = engine.rank_command(
-            results, scene_dir, recipe["matcher"], recipe["loftr_weights"], *selection
-        )
-        return Stage(
-            stage, command, check=check or (lambda: engine.check_ranking(results / ranking))
-        )
-
-    stages = [
-        train(scene_dir, where.model, "train",
-              inputs=[f"scene sha256 {scene_fingerprint(scene_dir)}"]),
-        infer(scene_dir, where.model, where.results, "infer"),
-        rank(where.results, "rank"),
-    ]  # fmt: skip
-    folders = [where.results]
-    if recipe["refill"]:
-        selection = ["--target-count", str(recipe["target_count"]),
-                     "--output-scene-dir", str(where.scene)]  # fmt: skip
-        stages += [
-            rank(where.results, "refill_select", *selection,
-                 check=lambda: engine.check_selection(where.scene)),
-            train(where.scene, where.model_refill, "refill_train"),
-            infer(where.scene, where.model_refill, where.results_refill, "refill_infer"),
-            rank(where.results_refill, "refill_rank"),
-        ]  # fmt: skip
-        folders.append(where.results_refill)
-    bench = out / "runs" / name / "benchmark"
-    stages.append(
-        Stage(
-            "benchmarks",
-            benchmark_command(config, bench / "results", bench / "report.txt", out),
-            check=lambda: check_benchmarks(bench / "report_scores.json", folders, config),
-            before=lambda: make_view(bench / "results", folders),
-        )
-    )
-    assert [s.name for s in stages] == stage_names(recipe)
-    return stages
-
-
-def run_scene(out: Path, config: dict, index: int) -> int:
-    """Run (or resume) one scene's stages; returns the exit status (0 = every stage done)."""
-    scene = config["scenes"][index]
-    name = scene["name"]
-    run_dir = out / "runs" / name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = SceneLock(run_dir / LOCK_FILE)
-    if not lock.acquire():
-        say(f"[{name}] another process is running this scene; not started", sys.stderr)
-        return EXIT_BUSY
-    try:
-        state = engine.State(run_dir / STATE_FILE, Path(scene["scene_dir"]))
-        state.data["scene"] = name
-        try:
-            stages = plan(config, scene, out)
-        except ru.SceneError as err:
-            state.fail("setup", str(err), None)
-            say(f"[{name}] FAILED at setup: {err}", sys.stderr)
-            return EXIT_INPUT
-        try:
-            engine.run_stages(
-                stages, state, run_dir / "logs", tag=name, say=say, tie_to_parent=True,
-                host=socket.gethostname(), pid=os.getpid(),
-                gpu=os.environ.get("CUDA_VISIBLE_DEVICES"),
-            )  # fmt: skip
-        except (engine.StageFailed, ru.SceneError) as err:
-            say(f"[{name}] FAILED at {state.data['failed']['stage']}: {err}", sys.stderr)
-            return EXIT_FAILED if isinstance(err, engine.StageFailed) else EXIT_INPUT
-        except KeyboardInterrupt:
-            stage = state.data.get("running", {}).get("stage", "setup")
-            say(f"[{name}] interrupted at {stage}; run again to resume", sys.stderr)
-            return ru.EXIT_INTERRUPTED
-        say(f"[{name}] done")
-        return ru.EXIT_OK
-    finally:
-        lock.release()
-
-
-# ---------------------------------------------------------------------------------------------
 # Status
 # ---------------------------------------------------------------------------------------------
-def read_state(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def scene_status(out: Path, config: dict, scene: dict) -> dict:
-    """{"status": done|running|failed|stopped|pending, "stage", "done", "hours", "detail"}."""
-    run_dir = out / "runs" / scene["name"]
-    state = read_state(run_dir / STATE_FILE)
-    stages = stage_names(config["recipe"])
-    records = state.get("stages", {})
-    finished = [s for s in stages if s in records]
-    hours = sum(r.get("seconds", 0) for r in records.values()) / 3600
-    row = {"status": "pending", "stage": "-", "done": len(finished), "hours": hours, "detail": ""}
-    if SceneLock.held(run_dir / LOCK_FILE):
-        running = state.get("running", {})
-        next_stage = stages[min(len(finished), len(stages) - 1)]
-        row |= {"status": "running", "stage": running.get("stage", next_stage)}
-        if running:
-            row["detail"] = (
-                f"since {running['started'][11:16]} UTC on {running['host']} "
-                f"(pid {running['pid']}, GPU {running.get('gpu') or '-'})"
-            )
-    elif "failed" in state:
-        failed = state["failed"]
-        lines = [line.strip() for line in failed["error"].splitlines() if line.strip()]
-        row |= {"status": "failed", "stage": failed["stage"], "detail": lines[-1] if lines else ""}
-    elif len(finished) == len(stages):
-        base = records["benchmarks"].get("means", {}).get("base", {})
-        shown = [m for m in config["recipe"]["metrics"] if base.get(m) is not None][:3]
-        row |= {"status": "done", "detail": "  ".join(f"{m} {fmt(base[m], m)}" for m in shown)}
-    elif "running" in state or finished:
-        at = state.get("running", {}).get("stage") or stages[len(finished)]
-        row |= {"status": "stopped", "stage": at, "detail": "killed or interrupted; run again"}
-    return row
-
-
 def status_table(out: Path, config: dict) -> tuple[str, dict[str, dict]]:
-    rows = {s["name"]: scene_status(out, config, s) for s in config["scenes"]}
-    total = len(stage_names(config["recipe"]))
+    """The per-scene status table as text, and its rows (scene name -> status row)."""
+    recipe = config["recipe"]
+    rows = {
+        s["name"]: engine.bench_scene_status(out / "runs" / s["name"], recipe)
+        for s in config["scenes"]
+    }
+    total = len(engine.bench_stage_names(recipe["refill"]))
     table = [
         [name, r["status"], r["stage"], f"{r['done']}/{total}", f"{r['hours']:.2f}", r["detail"]]
         for name, r in rows.items()
@@ -668,78 +408,6 @@ def write_slurm(out: Path, config: dict, args: argparse.Namespace) -> Path:
 # ---------------------------------------------------------------------------------------------
 # Report: benchmarks.py over the finished scenes, and the paper's table beside ours
 # ---------------------------------------------------------------------------------------------
-def selection_means(rows: list[dict], metrics: list[str], drops=(0.0, DROP_REPORTED)) -> dict:
-    """{(dataset, variant): {"scenes": n, "means": {drop: {metric: mean over scenes}}}} from
-    benchmarks.py's per-image score rows; the lowest-ranked `drop` of each scene is dropped."""
-    folders: dict[tuple, list[dict]] = {}
-    for row in rows:
-        folders.setdefault((row["dataset"], row["variant"], row["folder"]), []).append(row)
-    out: dict = {}
-    for (dataset, variant, _), images in sorted(folders.items()):
-        ranked = all(r["rank"] is not None for r in images)
-        order = [r["image"] for r in sorted(images, key=lambda r: (r["rank"] or 0, r["image"]))]
-        group = out.setdefault(
-            (dataset, variant), {"scenes": 0, "means": {d: {m: [] for m in metrics} for d in drops}}
-        )
-        group["scenes"] += 1
-        for m in metrics:
-            scores = {r["image"]: r[m] for r in images if r.get(m) is not None}
-            complete = len(scores) == len(images)
-            by_drop = seed_selection(scores, order, drops) if complete else {}
-            for d in drops:
-                usable = complete and (ranked or d == 0.0)
-                group["means"][d][m].append(by_drop[d] if usable else math.nan)
-    for group in out.values():
-        for per_metric in group["means"].values():
-            for m, values in per_metric.items():
-                per_metric[m] = (
-                    math.nan if any(map(math.isnan, values)) else sum(values) / len(values)
-                )
-    return out
-
-
-def table_blocks(config: dict, scores: dict, report_file: Path, statuses: dict) -> list:
-    """The paper's RealBench rows beside this run's, as benchmark.report blocks."""
-    recipe = config["recipe"]
-    metrics = [m for m in PAPER_METRICS if m in recipe["metrics"]]
-    means = selection_means(scores["scores"], metrics)
-    done = sum(r["status"] == "done" for r in statuses.values())
-    realbench = [s for s in config["scenes"] if s["dataset"] == "RealBench"]
-    head = ["method", "source", "scenes"] + [header(m) for m in metrics]
-    rows = [
-        [name, "paper (quoted)", str(PAPER_SCENES)]
-        + [fmt(v, m) for v, m in zip(values, PAPER_METRICS, strict=True) if m in metrics]
-        for name, values in PAPER_ROWS
-    ]
-    custom = []
-    for (dataset, variant), group in means.items():
-        label = "RealFill" if variant == "base" else "ReFill" if variant == "refill" else variant
-        for drop in (0.0, DROP_REPORTED):
-            title = f"seed selection drop {drop:.0%}" if drop else "all completions"
-            row = [f"{label}, {title}", "this run", str(group["scenes"])]
-            row += [fmt(group["means"][drop][m], m) for m in metrics]
-            (rows if dataset == "RealBench" else custom).append(row)
-    unavailable = {
-        m: v["status"] for m, v in scores["metrics"].items() if v["status"] != "ok" and m in metrics
-    }
-    notes = [
-        f"{done} of the run's {len(config['scenes'])} scenes are done ({len(realbench)} of them "
-        f"RealBench); the paper averages all {PAPER_SCENES} RealBench scenes.",
-        "Recipe: base {pretrained_model_name_or_path}; {max_train_steps} steps, batch "
-        "{train_batch_size}, {resolution} px; {num_images} completions per scene, {scheduler} "
-        "{num_inference_steps} steps; ranking by {matcher}.".format(**recipe),
-        "Seed selection: each scene's completions ranked by correspondences with the "
-        "references; the lowest-ranked share is dropped, the rest averaged.",
-    ]
-    notes += [f"{m}: {status}" for m, status in unavailable.items()]
-    hours = sum(r["hours"] for r in statuses.values())
-    notes.append(f"Recorded stage time: {hours:.2f} h. Full report: {report_file}")
-    blocks = [("h", "RealBench: this run beside the paper"), ("table", head, rows)]
-    if custom:
-        blocks += [("h2", "Custom scenes (no paper numbers)"), ("table", head, custom)]
-    return blocks + [("list", notes)]
-
-
 def write_report(out: Path, config: dict) -> tuple[Path, str]:
     """Benchmark every finished scene (scores come from the per-scene runs' cache) and write
     report/realbench_report.md; returns its path and the text version."""
@@ -752,43 +420,31 @@ def write_report(out: Path, config: dict) -> tuple[Path, str]:
     for scene in done:
         where = engine.Layout(out, scene["name"])
         folders += [where.results] + ([where.results_refill] if config["recipe"]["refill"] else [])
-    make_view(report_dir / "results", folders)
+    engine.make_view(report_dir / "results", folders)
     report_file = report_dir / "benchmark_report.txt"
-    command = benchmark_command(config, report_dir / "results", report_file, out)
+    command = engine.bench_command(config, report_dir / "results", report_file, out)
     engine.run_script(command, report_dir / "benchmarks.log")
     scores = json.loads((report_dir / "benchmark_report_scores.json").read_text())
-    blocks = table_blocks(config, scores, report_file, statuses)
-    path = report_dir / "realbench_report.md"
-    with ru.atomic_path(path) as tmp:
-        tmp.write_text(render_markdown(blocks))
-    return path, render_text(blocks)
+    return realbench_report.write(report_dir, config, scores, report_file, statuses)
 
 
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
 def add_recipe_flags(p: argparse.ArgumentParser) -> None:
-    """Recipe flags: absent unless given (argparse.SUPPRESS), so a resume can tell them apart."""
-    s = argparse.SUPPRESS
+    """Recipe flags: None unless given, so a resume can tell them apart (set_up)."""
 
     def flag(name: str, help: str, **kwargs) -> None:
         default = DEFAULTS[name]
         shown = " ".join(default) if isinstance(default, list) else default
         shown = "" if default is None else f" (default: {shown})"  # None: the help says it
-        p.add_argument(f"--{name}", default=s, help=help + shown, **kwargs)
+        p.add_argument(f"--{name}", default=None, help=help + shown, **kwargs)
 
     p.add_argument("--realbench_dir", type=Path, default=None, help=f"{WHERE}")
     p.add_argument("--custom_dir", type=Path, default=None, help="Custom/<N>/... scenes, too")
     flag("scenes", "only these scenes, e.g. RealBench-1 Custom-2; default: all", nargs="+")
-    flag("pretrained_model_name_or_path", "SD2-inpainting base: hub id or local folder")
-    flag("resolution", "training and sampling resolution", type=int)
-    flag("train_batch_size", "samples per training step", type=int)
-    flag("max_train_steps", "training steps per scene", type=int)
-    flag("seed", "training seed; completion i gets seed + i", type=int)
-    flag("mixed_precision", "for both scripts; default: their own", choices=ru.MIXED_PRECISIONS)
+    ru.add_recipe_flags(p, RECIPE_FIELDS, note="{value}")  # the recipe's help, default shown
     flag("num_images", "completions per scene, before seed selection", type=int)
-    flag("num_inference_steps", "sampling steps", type=int)
-    flag("scheduler", "sampler", choices=list(ru.SCHEDULERS))
     flag("matcher", "seed-selection ranking; sift needs no weights", choices=lr.MATCHERS)
     flag("loftr_weights", f"LoFTR checkpoint; default: ${lr.WEIGHTS_ENV} or kornia's cache")
     flag("refill", "also run and benchmark ReFill", action=argparse.BooleanOptionalAction)
@@ -844,22 +500,21 @@ def _interrupt(signum, frame):
 def main(argv=None) -> int:
     args = parse_args(argv)
     out = args.output_dir.resolve()
-    try:
+
+    def command() -> int:
         if args.command == "scene":
             config = read_config(out)
             index, _ = pick_scene(config, args.index, args.scene)
-            return run_scene(out, config, index)
+            return engine.run_bench_scene(out, config, index)
         if args.command == "status":
             print(status_table(out, read_config(out))[0])
-            return 0
+            return ru.EXIT_OK
         if args.command == "report":
             path, text = write_report(out, read_config(out))
             print(f"{text}\nwritten to {path}")
-            return 0
+            return ru.EXIT_OK
         gpus = parse_gpus(args.gpus) if args.command == "run" else None  # bad input: now
         config = set_up(args)
-        if args.command == "run":
-            gpus = parse_gpus(remember_gpus(out, config, args.gpus))
         if args.command == "slurm":
             path = write_slurm(out, config, args)
             gather = shlex.join(report_command(out))
@@ -869,23 +524,21 @@ def main(argv=None) -> int:
                 f"--output_dir {out}\ngather:  {gather}\n"
                 f"or chain: sbatch --dependency=afterany:<job id> --wrap {shlex.quote(gather)}"
             )
-            return 0
+            return ru.EXIT_OK
+        gpus = parse_gpus(remember_gpus(out, config, args.gpus))
         codes = run_all(out, config, gpus)
         table, statuses = status_table(out, config)
         print(f"\n{table}")
         if any(s["status"] == "done" for s in statuses.values()):
             path, text = write_report(out, config)
             print(f"\n{text}\nwritten to {path}")
-        return 0 if all(code == 0 for code in codes.values()) else EXIT_FAILED
-    except ru.SceneError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_INPUT
-    except engine.StageFailed as err:
-        print(f"error: the report's benchmarks.py failed: {err}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume", file=sys.stderr)
-        return 130
+        return ru.EXIT_OK if all(code == 0 for code in codes.values()) else ru.EXIT_FAILED
+
+    return ru.run_main(
+        command,
+        interrupted="interrupted: run the same command again to resume",
+        failed={engine.StageFailed: "error: the report's benchmarks.py failed: {err}"},
+    )
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 
 refill.py, run_realbench.py, demo.py and the notebook build their stages from the pieces here:
 one subprocess runner (`run_script`), one command builder per script, one State file, one stage
-loop (`run_stages`) and the ReFill scene builder (`build_refill_scene`). A stage is recorded in
+loop (`run_stages`), the ReFill scene builder (`build_refill_scene`) and run_realbench.py's
+benchmark scene (`bench_stages`, `run_bench_scene`, its lock and status). A stage is recorded in
 the State only once it has finished and been checked; run again, a recorded stage with the same
 settings is skipped, one with other settings is refused (SceneError), and every stage after a
 redone one is redone too.
@@ -11,15 +12,19 @@ redone one is redone too.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -456,3 +461,271 @@ def select_stage(
         inputs=[matcher, loftr_weights, target_count],
         labels=["--matcher", "--loftr_weights", "--target_count"],
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# A benchmark scene: run_realbench.py's per-scene command (stages, state file, lock, status)
+# ---------------------------------------------------------------------------------------------
+STATE_FILE = "state.json"  # <output_dir>/runs/<scene>/state.json
+LOCK_FILE = ".lock"  # <output_dir>/runs/<scene>/.lock while a runner works on the scene
+EXIT_BUSY = 3  # another runner holds the scene (SLURM requeues the task); not a failure
+
+
+def say(text: str, stream=None) -> None:
+    """One line in one write: lines of scenes running side by side never interleave."""
+    stream = stream or sys.stdout
+    stream.write(text + "\n")
+    stream.flush()
+
+
+def scene_problem(scene_dir: Path) -> str | None:
+    """Why a scene cannot be benchmarked, or None."""
+    try:
+        scene = ru.load_scene(scene_dir)
+    except ru.SceneError as err:
+        return str(err)
+    if scene.gt is None:
+        return (
+            f"{scene_dir / 'target' / 'gt.png'}: missing; the benchmark compares every "
+            "completion with the ground truth (RealBench ships one per scene)"
+        )
+    return None
+
+
+def scene_fingerprint(scene_dir: Path) -> str:
+    """sha256 over the scene's reference and target files: a changed scene is a new scene."""
+    digest = hashlib.sha256()  # of (name, file sha256) pairs: file_digest hashes each file
+    refs, _ = ru.list_images(scene_dir / "ref")
+    targets = [scene_dir / "target" / n for n in ("target.png", "mask.png", "gt.png")]
+    for path in refs + [p for p in targets if p.is_file()]:
+        digest.update(f"{path.relative_to(scene_dir)}\0".encode())
+        digest.update(lr.file_sha256(path).encode())
+    return digest.hexdigest()
+
+
+class SceneLock:
+    """An exclusive lock on runs/<scene>/.lock while the scene runs, so no second runner (a
+    SLURM task and a local run, say) can start the same scene. Stage scripts are tied to the
+    runner (run_script's tie_to_parent): a killed runner takes its stage with it, so no
+    orphaned stage keeps working on a scene whose lock is free."""
+
+    def __init__(self, path: Path):
+        from filelock import FileLock
+
+        self.path = path
+        self.lock = FileLock(path)
+
+    def acquire(self, wait_s: float = 2.0) -> bool:
+        """Take the lock, waiting up to `wait_s` (`status` takes it for an instant)."""
+        from filelock import Timeout
+
+        try:
+            self.lock.acquire(timeout=wait_s)
+        except Timeout:
+            return False
+        return True
+
+    def release(self) -> None:
+        if self.lock.is_locked:
+            self.lock.release()
+
+    @staticmethod
+    def held(path: Path) -> bool:
+        """Whether some process holds the lock now (False if there is no lock file)."""
+        from filelock import FileLock, Timeout
+
+        if not path.is_file():
+            return False
+        probe = FileLock(path)
+        try:
+            probe.acquire(timeout=0)
+        except Timeout:
+            return True
+        probe.release()
+        return False
+
+
+def bench_stage_names(refill: bool) -> list[str]:
+    """A benchmark scene's stages, in order."""
+    refill_stages = ["refill_select", "refill_train", "refill_infer", "refill_rank"]
+    return ["train", "infer", "rank"] + (refill_stages if refill else []) + ["benchmarks"]
+
+
+def bench_command(config: dict, results_view: Path, output_file: Path, out: Path) -> list:
+    """benchmarks.py as a run's stored config says (its datasets, metrics, matcher, images)."""
+    recipe = config["recipe"]
+    return benchmark_command(
+        results_view, config["datasets"], output_file, out / "benchmark_cache",
+        num_images=recipe["num_images"], ranking_matcher=recipe["matcher"],
+        metrics=recipe["metrics"],
+    )  # fmt: skip
+
+
+def make_view(view: Path, folders: list[Path]) -> None:
+    """A folder of links to `folders`: what benchmarks.py should see, and nothing else."""
+    with ru.atomic_path(view, is_dir=True) as tmp:
+        for folder in folders:
+            (tmp / folder.name).symlink_to(folder, target_is_directory=True)
+
+
+def check_benchmarks(scores: Path, folders: list[Path], num_images: int) -> dict:
+    """The scene's scores are all there and no metric failed; returns its means."""
+    from benchmark.realbench_report import selection_means
+
+    try:
+        data = json.loads(scores.read_text())
+    except (OSError, ValueError) as err:
+        raise StageFailed(f"{scores}: unreadable ({err})") from None
+    statuses = {m: v["status"] for m, v in data["metrics"].items()}
+    bad = [f"{m}: {s}" for m, s in statuses.items() if s.startswith(("failed", "timed out"))]
+    if bad:
+        raise StageFailed("; ".join(bad))
+    for folder in folders:
+        if sum(r["folder"] == folder.name for r in data["scores"]) < num_images:
+            raise StageFailed(f"benchmarks.py did not score {folder.name}; see the log")
+    means = {
+        variant: {m: None if v is None or math.isnan(v) else v for m, v in t["means"][0.0].items()}
+        for (_, variant), t in selection_means(data["scores"], list(statuses)).items()
+    }
+    return {"metrics": statuses, "means": means}
+
+
+def bench_stages(config: dict, scene: dict, out: Path) -> list[Stage]:
+    """A benchmark scene's stages, in order, with the commands a user would type; `config`: the
+    run's realbench_run.json, `scene`: its entry for this scene."""
+    recipe, name = config["recipe"], scene["name"]
+    scene_dir = Path(scene["scene_dir"])
+    problem = scene_problem(scene_dir)
+    if problem:
+        raise ru.SceneError(problem)
+    known = {f.name for f in fields(ru.Recipe)}
+    training = ru.Recipe.for_model(**{k: v for k, v in recipe.items() if k in known})
+    train_extra, infer_extra = shlex.split(recipe["train_args"]), shlex.split(recipe["infer_args"])
+    where = Layout(out, name)
+    n = recipe["num_images"]
+
+    def train(scene_path: Path, model: Path, stage: str, **more) -> Stage:
+        command = train_command(training, scene_path, model, train_extra)
+        return Stage(stage, command, check=lambda: check_model(model), **more)
+
+    def infer(scene_path: Path, model: Path, results: Path, stage: str) -> Stage:
+        command = infer_command(training, scene_path, model, results, infer_extra)
+        return Stage(stage, command, check=lambda: check_completions(results, n))
+
+    def rank(results: Path, stage: str, *selection: str, check=None) -> Stage:
+        command = rank_command(
+            results, scene_dir, recipe["matcher"], recipe["loftr_weights"], *selection
+        )
+        ranking = results / lr.SCORES_FILE
+        return Stage(stage, command, check=check or (lambda: check_ranking(ranking)))
+
+    stages = [
+        train(scene_dir, where.model, "train",
+              inputs=[f"scene sha256 {scene_fingerprint(scene_dir)}"]),
+        infer(scene_dir, where.model, where.results, "infer"),
+        rank(where.results, "rank"),
+    ]  # fmt: skip
+    folders = [where.results]
+    if recipe["refill"]:
+        selection = ["--target-count", str(recipe["target_count"]),
+                     "--output-scene-dir", str(where.scene)]  # fmt: skip
+        stages += [
+            rank(where.results, "refill_select", *selection,
+                 check=lambda: check_selection(where.scene)),
+            train(where.scene, where.model_refill, "refill_train"),
+            infer(where.scene, where.model_refill, where.results_refill, "refill_infer"),
+            rank(where.results_refill, "refill_rank"),
+        ]  # fmt: skip
+        folders.append(where.results_refill)
+    bench = out / "runs" / name / "benchmark"
+    stages.append(
+        Stage(
+            "benchmarks",
+            bench_command(config, bench / "results", bench / "report.txt", out),
+            check=lambda: check_benchmarks(bench / "report_scores.json", folders, n),
+            before=lambda: make_view(bench / "results", folders),
+        )
+    )
+    assert [s.name for s in stages] == bench_stage_names(recipe["refill"])
+    return stages
+
+
+def run_bench_scene(out: Path, config: dict, index: int) -> int:
+    """Run (or resume) scene `index` of a run's config; returns the exit status (0 = every
+    stage done, EXIT_BUSY = another runner has it)."""
+    scene = config["scenes"][index]
+    name = scene["name"]
+    run_dir = out / "runs" / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = SceneLock(run_dir / LOCK_FILE)
+    if not lock.acquire():
+        say(f"[{name}] another process is running this scene; not started", sys.stderr)
+        return EXIT_BUSY
+    try:
+        state = State(run_dir / STATE_FILE, Path(scene["scene_dir"]))
+        state.data["scene"] = name
+        try:
+            stages = bench_stages(config, scene, out)
+        except ru.SceneError as err:
+            state.fail("setup", str(err), None)
+            say(f"[{name}] FAILED at setup: {err}", sys.stderr)
+            return ru.EXIT_INPUT
+        try:
+            run_stages(
+                stages, state, run_dir / "logs", tag=name, say=say, tie_to_parent=True,
+                host=socket.gethostname(), pid=os.getpid(),
+                gpu=os.environ.get("CUDA_VISIBLE_DEVICES"),
+            )  # fmt: skip
+        except (StageFailed, ru.SceneError) as err:
+            say(f"[{name}] FAILED at {state.data['failed']['stage']}: {err}", sys.stderr)
+            return ru.EXIT_FAILED if isinstance(err, StageFailed) else ru.EXIT_INPUT
+        except KeyboardInterrupt:
+            stage = state.data.get("running", {}).get("stage", "setup")
+            say(f"[{name}] interrupted at {stage}; run again to resume", sys.stderr)
+            return ru.EXIT_INTERRUPTED
+        say(f"[{name}] done")
+        return ru.EXIT_OK
+    finally:
+        lock.release()
+
+
+def read_state(path: Path) -> dict:
+    """A state file's content; {} if it is missing or unreadable (status never fails)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def bench_scene_status(run_dir: Path, recipe: dict) -> dict:
+    """{"status": done|running|failed|stopped|pending, "stage", "done", "hours", "detail"} of
+    the benchmark scene in `run_dir`, from its state file and lock."""
+    from benchmark.report import fmt
+
+    state = read_state(run_dir / STATE_FILE)
+    stages = bench_stage_names(recipe["refill"])
+    records = state.get("stages", {})
+    finished = [s for s in stages if s in records]
+    hours = sum(r.get("seconds", 0) for r in records.values()) / 3600
+    row = {"status": "pending", "stage": "-", "done": len(finished), "hours": hours, "detail": ""}
+    if SceneLock.held(run_dir / LOCK_FILE):
+        running = state.get("running", {})
+        next_stage = stages[min(len(finished), len(stages) - 1)]
+        row |= {"status": "running", "stage": running.get("stage", next_stage)}
+        if running:
+            row["detail"] = (
+                f"since {running['started'][11:16]} UTC on {running['host']} "
+                f"(pid {running['pid']}, GPU {running.get('gpu') or '-'})"
+            )
+    elif "failed" in state:
+        failed = state["failed"]
+        lines = [line.strip() for line in failed["error"].splitlines() if line.strip()]
+        row |= {"status": "failed", "stage": failed["stage"], "detail": lines[-1] if lines else ""}
+    elif len(finished) == len(stages):
+        base = records["benchmarks"].get("means", {}).get("base", {})
+        shown = [m for m in recipe["metrics"] if base.get(m) is not None][:3]
+        row |= {"status": "done", "detail": "  ".join(f"{m} {fmt(base[m], m)}" for m in shown)}
+    elif "running" in state or finished:
+        at = state.get("running", {}).get("stage") or stages[len(finished)]
+        row |= {"status": "stopped", "stage": at, "detail": "killed or interrupted; run again"}
+    return row

@@ -1,7 +1,6 @@
 """run_realbench.py: two example scenes end to end on the tiny model (the SLURM script's per-scene
 command killed mid-scene and resumed by `run`; a scene that fails while the other completes,
-then fixed), and fast checks of validation, refused recipe changes, the scene lock and the
-seed-selection means."""
+then fixed), and fast checks of validation, refused recipe changes and the scene lock."""
 
 from __future__ import annotations
 
@@ -22,6 +21,7 @@ from PIL import Image
 
 import realfill_utils as ru
 import run_realbench as rb
+import scene_engine as engine
 from benchmark.suite import discover
 
 QUIET_TRAINING = "--report_to none --validation_steps 0 --checkpointing_steps 0 --lr_warmup_steps 0"
@@ -35,7 +35,7 @@ def recipe(model: Path) -> list[str]:
 
 
 def state(out: Path, scene: str) -> dict:
-    return rb.read_state(out / "runs" / scene / rb.STATE_FILE)
+    return engine.read_state(out / "runs" / scene / engine.STATE_FILE)
 
 
 def statuses(out: Path) -> dict[str, dict]:
@@ -83,9 +83,9 @@ def bench_run(tiny_model, tmp_path_factory):
         time.sleep(1.0)  # infer.py is under way
         os.killpg(task.pid, signal.SIGKILL)
         task.wait()
-    lock = out / "runs" / "RealBench-1" / rb.LOCK_FILE
+    lock = out / "runs" / "RealBench-1" / engine.LOCK_FILE
     deadline = time.monotonic() + 60
-    while rb.SceneLock.held(lock):  # until the killed infer.py, which shares it, is gone
+    while engine.SceneLock.held(lock):  # until the killed infer.py, which shares it, is gone
         assert time.monotonic() < deadline
         time.sleep(0.1)
     seen["task0_log"] = (root / "task0.log").read_text()
@@ -198,21 +198,23 @@ def test_outputs_are_what_benchmarks_py_discovers_and_the_report_has_both_tables
 def test_a_recipe_change_is_refused_and_a_busy_scene_is_not_run_twice(bench_run, capsys):
     out, _, _, _ = bench_run
     config = (out / rb.CONFIG_FILE).read_text()
-    assert rb.main(["run", "--output_dir", str(out), "--max_train_steps", "5"]) == rb.EXIT_INPUT
+    assert rb.main(["run", "--output_dir", str(out), "--max_train_steps", "5"]) == ru.EXIT_INPUT
     err = capsys.readouterr().err
     assert "--max_train_steps: 4 -> 5" in err and "new --output_dir" in err
     assert (out / rb.CONFIG_FILE).read_text() == config
 
-    lock = rb.SceneLock(out / "runs" / "Custom-2" / rb.LOCK_FILE)
+    lock = engine.SceneLock(out / "runs" / "Custom-2" / engine.LOCK_FILE)
     assert lock.acquire()
     try:
         assert statuses(out)["Custom-2"]["status"] == "running"
-        assert rb.main(["scene", "--output_dir", str(out), "--scene", "Custom-2"]) == rb.EXIT_BUSY
+        assert (
+            rb.main(["scene", "--output_dir", str(out), "--scene", "Custom-2"]) == engine.EXIT_BUSY
+        )
     finally:
         lock.release()
     assert rb.main(["scene", "--output_dir", str(out), "--index", "1"]) == 0  # all done: skips
     assert capsys.readouterr().out.count("done earlier, skipped") == 4
-    assert rb.main(["scene", "--output_dir", str(out), "--index", "2"]) == rb.EXIT_INPUT
+    assert rb.main(["scene", "--output_dir", str(out), "--index", "2"]) == ru.EXIT_INPUT
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,7 +229,7 @@ def test_every_scene_is_validated_before_anything_starts(tmp_path, capsys):
     (no_gt / "target" / "gt.png").unlink()
     out = tmp_path / "run"
     argv = ["run", "--realbench_dir", str(tmp_path), "--output_dir", str(out), "--matcher", "sift"]
-    assert rb.main(argv) == rb.EXIT_INPUT
+    assert rb.main(argv) == ru.EXIT_INPUT
     err = capsys.readouterr().err
     assert "2 of 3 scenes cannot be used; nothing was started" in err
     assert "RealBench-2: " in err and "masks must match the target size" in err
@@ -237,26 +239,6 @@ def test_every_scene_is_validated_before_anything_starts(tmp_path, capsys):
 
     assert rb.main(["run", "--realbench_dir", str(tmp_path / "nowhere"), "--output_dir", str(out)])
     assert "RealFill project page (https://realfill.github.io)" in capsys.readouterr().err
-
-
-def test_seed_selection_means_keep_the_top_ranked_per_scene():
-    def rows(folder: str, values: list[float], ranks: list[int | None]) -> list[dict]:
-        return [
-            {"dataset": "RealBench", "variant": "base", "folder": folder, "image": f"{i}.png",
-             "rank": rank, "PSNR": value}
-            for i, (value, rank) in enumerate(zip(values, ranks, strict=True))
-        ]  # fmt: skip
-
-    a = rows("RealBench-1-results", [10.0, 20.0, 30.0, 40.0], [4, 3, 2, 1])
-    b = rows("RealBench-2-results", [12.0, 14.0, 16.0, 18.0], [1, 2, 3, 4])
-    means = rb.selection_means(a + b, ["PSNR"])[("RealBench", "base")]
-    assert means["scenes"] == 2
-    assert means["means"][0.0]["PSNR"] == pytest.approx((25.0 + 15.0) / 2)
-    assert means["means"][0.75]["PSNR"] == pytest.approx((40.0 + 12.0) / 2)  # each scene's best
-    unranked = rows("RealBench-3-results", [1.0, 2.0], [None, None])
-    means = rb.selection_means(a + unranked, ["PSNR"])[("RealBench", "base")]
-    assert means["means"][0.0]["PSNR"] == pytest.approx((25.0 + 1.5) / 2)
-    assert math.isnan(means["means"][0.75]["PSNR"])  # no ranking: no seed selection
 
 
 def test_sigterm_stops_the_running_scene_and_starts_no_other(tiny_model, tmp_path):
