@@ -12,6 +12,8 @@ redone one is redone too.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import hashlib
 import json
 import math
@@ -75,32 +77,65 @@ class Layout:
 
 
 # ---------------------------------------------------------------------------------------------
-# The one subprocess runner
+# The one subprocess runner (and its program-agnostic core, run_command)
 # ---------------------------------------------------------------------------------------------
+def run_command(
+    command: list, log: Path | None = None, echo: bool = False, cwd: Path | None = None, **popen
+) -> int:
+    """Run any program; return its exit status. `log`: its output goes there; `echo`: its output
+    also comes here, to sys.stdout, as it is written (what a notebook cell shows: Jupyter does not
+    show a child's own console output); neither: it shares this console. With `echo`, Ctrl-C
+    reaches the program as one SIGINT (a training stops at a clean point) and is re-raised."""
+    command = [str(part) for part in command]
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+    if not echo and log is None:
+        return subprocess.run(command, cwd=cwd, **popen).returncode
+    if not echo:
+        with open(log, "w") as out:
+            to_log = {"stdout": out, "stderr": subprocess.STDOUT}
+            return subprocess.run(command, cwd=cwd, **to_log, **popen).returncode
+    decode = codecs.getincrementaldecoder("utf-8")("replace").decode
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with (
+        open(log, "w") if log else contextlib.nullcontext() as out,
+        subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, start_new_session=True, **popen) as proc,
+    ):  # fmt: skip
+        try:
+            while chunk := proc.stdout.read1(65536):
+                text = decode(chunk)
+                for stream in filter(None, (out, sys.stdout)):
+                    stream.write(text)
+                    stream.flush()
+            return proc.wait()
+        except KeyboardInterrupt:  # its own session: only this SIGINT reaches it
+            proc.send_signal(signal.SIGINT)
+            proc.wait()
+            raise
+
+
 def run_script(
-    command: list, log: Path | None = None, tie_to_parent: bool = False, cwd: Path | None = None
+    command: list,
+    log: Path | None = None,
+    tie_to_parent: bool = False,
+    cwd: Path | None = None,
+    echo: bool = False,
 ) -> None:
     """Run a project script (path + arguments) with this Python; raise StageFailed if it fails.
 
     `log`: its output goes there and a failure quotes the log's tail; None: it streams to the
-    console. A script stopped by Ctrl-C raises KeyboardInterrupt here too. `tie_to_parent`: on
-    Linux the script gets SIGTERM if this process dies, so no orphaned stage works on behind a
-    runner's lock (run_realbench.py's scene runner). `cwd`: the script's working directory
-    (default: this process's, so relative paths in `command` hold).
+    console. `echo`: see run_command. A script stopped by Ctrl-C raises KeyboardInterrupt here
+    too. `tie_to_parent`: on Linux the script gets SIGTERM if this process dies, so no orphaned
+    stage works on behind a runner's lock (run_realbench.py's scene runner). `cwd`: the script's
+    working directory (default: this process's, so relative paths in `command` hold).
     """
     command = [sys.executable, *map(str, command)]
     preexec = die_with_parent if tie_to_parent and sys.platform == "linux" else None
-    if log is None:
-        code = subprocess.run(command, preexec_fn=preexec, cwd=cwd).returncode
-    else:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "w") as out:
-            code = subprocess.run(
-                command, stdout=out, stderr=subprocess.STDOUT, preexec_fn=preexec, cwd=cwd
-            ).returncode
+    code = run_command(command, log, echo, cwd, preexec_fn=preexec)
     if code in (ru.EXIT_INTERRUPTED, -signal.SIGINT):
         raise KeyboardInterrupt
-    if code and log is None:
+    if code and (log is None or echo):
         raise StageFailed(
             f"{Path(command[1]).name} exited with status {code} (its message is above)"
         )
@@ -310,12 +345,15 @@ def run_stages(
     tag: str = "",
     say: Callable[[str], None] = print,
     tie_to_parent: bool = False,
+    until: str | None = None,
+    echo: bool = False,
     **running,
 ) -> list[dict]:
     """Run (or resume) `stages` in order; return one record per stage ("status": "ran" or
     "skipped"). A failure is recorded in the State and re-raised. `tag`: the scene's name in
-    each line; `tie_to_parent`: see run_script; `running`: more fields for the State's record
-    of the stage in progress (host, pid, GPU)."""
+    each line; `tie_to_parent`, `echo`: see run_script; `until`: stop after the stage of that
+    name (a notebook runs one cell's stages; a redone stage still makes every later one stale);
+    `running`: more fields for the State's record of the stage in progress (host, pid, GPU)."""
     report, redo = [], False
     for number, stage in enumerate(stages, 1):
         count = f"{number}/{len(stages)}"
@@ -326,6 +364,8 @@ def run_stages(
             if record is not None:
                 say(f"{label}: done earlier, skipped")
                 report.append({"stage": stage.name, "status": "skipped", **record})
+                if stage.name == until:
+                    break
                 continue
             redo = True  # everything after a redone stage is redone too
             state.start(stage.name, [s.name for s in stages[number - 1 :]], **running)
@@ -335,7 +375,7 @@ def run_stages(
                 stage.before()
             outcome = stage.call() if stage.call else {}
             if stage.command:
-                run_script(stage.command, log, tie_to_parent)
+                run_script(stage.command, log, tie_to_parent, echo=echo)
                 command = shlex.join([sys.executable, *stage.command])
                 outcome |= {"log": str(log), "command": command}
             outcome |= stage.check() or {}
@@ -346,6 +386,8 @@ def run_stages(
         state.finish(stage.name, stage.settings, seconds=seconds, started=started, **outcome)
         say(f"{label}: done in {seconds} s")
         report.append({"stage": stage.name, "status": "ran", "seconds": seconds, **outcome})
+        if stage.name == until:
+            break
     return report
 
 
@@ -590,32 +632,32 @@ def check_benchmarks(scores: Path, folders: list[Path], num_images: int) -> dict
     return {"metrics": statuses, "means": means}
 
 
-def bench_stages(config: dict, scene: dict, out: Path) -> list[Stage]:
-    """A benchmark scene's stages, in order, with the commands a user would type; `config`: the
-    run's realbench_run.json, `scene`: its entry for this scene."""
-    recipe, name = config["recipe"], scene["name"]
-    scene_dir = Path(scene["scene_dir"])
-    problem = scene_problem(scene_dir)
-    if problem:
-        raise ru.SceneError(problem)
-    known = {f.name for f in fields(ru.Recipe)}
-    training = ru.Recipe.for_model(**{k: v for k, v in recipe.items() if k in known})
-    train_extra, infer_extra = shlex.split(recipe["train_args"]), shlex.split(recipe["infer_args"])
-    where = Layout(out, name)
-    n = recipe["num_images"]
+def scene_stages(
+    recipe: ru.Recipe,
+    scene_dir: Path,
+    where: Layout,
+    matcher: str,
+    loftr_weights: str | None = None,
+    refill: bool = False,
+    target_count: int = TARGET_COUNT,
+    train_extra=(),
+    infer_extra=(),
+) -> list[Stage]:
+    """train -> infer -> rank, and with `refill` the ReFill round (refill_select -> refill_train
+    -> refill_infer -> refill_rank), each a project script as a user would type it. The training
+    stage records the scene's content hash: a changed scene is not mistaken for a trained one."""
+    n = recipe.num_images
 
     def train(scene_path: Path, model: Path, stage: str, **more) -> Stage:
-        command = train_command(training, scene_path, model, train_extra)
+        command = train_command(recipe, scene_path, model, train_extra)
         return Stage(stage, command, check=lambda: check_model(model), **more)
 
     def infer(scene_path: Path, model: Path, results: Path, stage: str) -> Stage:
-        command = infer_command(training, scene_path, model, results, infer_extra)
+        command = infer_command(recipe, scene_path, model, results, infer_extra)
         return Stage(stage, command, check=lambda: check_completions(results, n))
 
     def rank(results: Path, stage: str, *selection: str, check=None) -> Stage:
-        command = rank_command(
-            results, scene_dir, recipe["matcher"], recipe["loftr_weights"], *selection
-        )
+        command = rank_command(results, scene_dir, matcher, loftr_weights, *selection)
         ranking = results / lr.SCORES_FILE
         return Stage(stage, command, check=check or (lambda: check_ranking(ranking)))
 
@@ -625,10 +667,8 @@ def bench_stages(config: dict, scene: dict, out: Path) -> list[Stage]:
         infer(scene_dir, where.model, where.results, "infer"),
         rank(where.results, "rank"),
     ]  # fmt: skip
-    folders = [where.results]
-    if recipe["refill"]:
-        selection = ["--target-count", str(recipe["target_count"]),
-                     "--output-scene-dir", str(where.scene)]  # fmt: skip
+    if refill:
+        selection = ["--target-count", str(target_count), "--output-scene-dir", str(where.scene)]
         stages += [
             rank(where.results, "refill_select", *selection,
                  check=lambda: check_selection(where.scene)),
@@ -636,13 +676,33 @@ def bench_stages(config: dict, scene: dict, out: Path) -> list[Stage]:
             infer(where.scene, where.model_refill, where.results_refill, "refill_infer"),
             rank(where.results_refill, "refill_rank"),
         ]  # fmt: skip
-        folders.append(where.results_refill)
+    return stages
+
+
+def bench_stages(config: dict, scene: dict, out: Path) -> list[Stage]:
+    """A benchmark scene's stages, in order: scene_stages, then benchmarks.py on its results;
+    `config`: the run's realbench_run.json, `scene`: its entry for this scene."""
+    recipe, name = config["recipe"], scene["name"]
+    scene_dir = Path(scene["scene_dir"])
+    problem = scene_problem(scene_dir)
+    if problem:
+        raise ru.SceneError(problem)
+    known = {f.name for f in fields(ru.Recipe)}
+    training = ru.Recipe.for_model(**{k: v for k, v in recipe.items() if k in known})
+    where = Layout(out, name)
+    stages = scene_stages(
+        training, scene_dir, where, recipe["matcher"], recipe["loftr_weights"],
+        recipe["refill"], recipe["target_count"],
+        shlex.split(recipe["train_args"]), shlex.split(recipe["infer_args"]),
+    )  # fmt: skip
+    folders = [where.results] + ([where.results_refill] if recipe["refill"] else [])
     bench = out / "runs" / name / "benchmark"
+    num_images = training.num_images
     stages.append(
         Stage(
             "benchmarks",
             bench_command(config, bench / "results", bench / "report.txt", out),
-            check=lambda: check_benchmarks(bench / "report_scores.json", folders, n),
+            check=lambda: check_benchmarks(bench / "report_scores.json", folders, num_images),
             before=lambda: make_view(bench / "results", folders),
         )
     )

@@ -294,6 +294,36 @@ def test_engine_resumes_a_finished_stage_without_rerunning_it(tmp_path):
     assert calls == ["a", "b", "b"]
 
 
+def test_engine_stops_after_a_stage_and_a_redone_stage_makes_later_ones_stale(tmp_path):
+    """As the notebook runs them, one cell's stages at a time (`until`)."""
+    calls: list[str] = []
+
+    def stage(name: str, setting: int) -> engine.Stage:
+        return engine.Stage(name, call=lambda: calls.append(name) or {}, inputs=[setting])
+
+    state = engine.State(tmp_path / "state.json", tmp_path / "scene")
+    report = engine.run_stages([stage("a", 1), stage("b", 2)], state, tmp_path, until="a")
+    assert [r["stage"] for r in report] == ["a"] and calls == ["a"]
+    engine.run_stages([stage("a", 1), stage("b", 2)], state, tmp_path, until="b")
+    assert calls == ["a", "b"]
+    del state.data["stages"]["a"]  # a redone first stage (FORCE_RETRAIN)...
+    engine.run_stages([stage("a", 1), stage("b", 2)], state, tmp_path, until="a")
+    assert "b" not in state.data["stages"]  # ...makes the later one stale before it runs
+    report = engine.run_stages([stage("a", 1), stage("b", 2)], state, tmp_path, until="b")
+    assert [r["status"] for r in report] == ["skipped", "ran"] and calls == ["a", "b", "a", "b"]
+
+
+def test_echoed_script_output_reaches_sys_stdout_and_the_log(tmp_path, capsys):
+    """A notebook cell shows what sys.stdout gets, not the child's own console output."""
+    script = tmp_path / "talk.py"
+    script.write_text("import sys\nprint('héllo')\nsys.exit(int(sys.argv[1]))\n")
+    engine.run_script([script, "0"], tmp_path / "talk.log", echo=True)
+    assert capsys.readouterr().out == "héllo\n"
+    assert (tmp_path / "talk.log").read_text() == "héllo\n"
+    with pytest.raises(engine.StageFailed, match="talk.py exited with status 3"):
+        engine.run_script([script, "3"], tmp_path / "talk.log", echo=True)
+
+
 def test_recipe_defaults_are_the_papers_and_the_toy_record_overrides_them():
     paper = ru.Recipe()
     assert (paper.max_train_steps, paper.train_batch_size, paper.lora_rank) == (2000, 16, 8)
