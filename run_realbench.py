@@ -513,7 +513,8 @@ def main(argv=None) -> int:
             path, text = write_report(out, read_config(out))
             print(f"{text}\nwritten to {path}")
             return ru.EXIT_OK
-        gpus = parse_gpus(args.gpus) if args.command == "run" else None  # bad input: now
+        if args.command == "run":
+            parse_gpus(args.gpus)  # bad input: answered before the scenes are checked
         config = set_up(args)
         if args.command == "slurm":
             path = write_slurm(out, config, args)
