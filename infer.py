@@ -45,6 +45,10 @@ import realfill_utils as ru
 SCHEMA_VERSION = 1  # of completions.json
 BATCH_SIZE = 4  # images per pipeline call: SD2 at 512 px fits a 16 GB GPU in fp32 at 4
 PRIOR_STRENGTH = 0.4  # --strength with --prior_image: the best on the toy (perf/results/recipe.md)
+# With --prior_uncertainty: sampling starts from the prior only if the references cover at least
+# this share of the hole; below it the prior is mostly a smooth inpainting guess (warp_fill.py's
+# Telea fallback) that would pull the sampling towards a blur, so it starts from noise.
+MIN_PRIOR_COVERAGE = 0.5
 SCRIPT = "infer.py"  # the owner recorded in the output folder's manifest
 COMPLETIONS_FILE = "completions.json"
 RAW_DIR = "raw"  # --keep_raw: uncomposited generations at the model size
@@ -331,7 +335,7 @@ def check_inputs(args: argparse.Namespace):
             )
     if not 0 < args.strength <= 1:
         raise ru.SceneError(f"--strength {args.strength}: must be in (0, 1]; 1 = pure noise")
-    args.uncertainty = None
+    args.uncertainty, args.prior_coverage = None, None
     if args.prior_uncertainty is not None:
         if args.prior is None:
             raise ru.SceneError(
@@ -349,6 +353,20 @@ def check_inputs(args: argparse.Namespace):
                 f"{args.prior_uncertainty} is {args.uncertainty.size[0]}x"
                 f"{args.uncertainty.size[1]} but the target is {target.size[0]}x{target.size[1]}: "
                 "it must be the uncertainty.png warp_fill.py wrote with the prior"
+            )
+        from geometry import read_uncertainty
+
+        seen = np.isfinite(read_uncertainty(args.uncertainty))
+        args.prior_coverage = round(float(seen[fill_mask].mean()), 4)
+    # What sampling starts from: the prior at --strength, or pure noise (1.0).
+    args.sampling_strength = 1.0 if args.prior is None else args.strength
+    if args.uncertainty is not None and args.prior_coverage < MIN_PRIOR_COVERAGE:
+        args.sampling_strength = 1.0
+        if ru.is_main_process():
+            print(
+                f"note: the references cover {args.prior_coverage:.0%} of the hole (under "
+                f"{MIN_PRIOR_COVERAGE:.0%}): sampling starts from noise; the prior is still "
+                "weighed in where it has an estimate"
             )
     source = inspect_model_path(args.model_path, args.pretrained_model_name_or_path)
     inputs = {
@@ -419,7 +437,7 @@ def _run(args, target, fill_mask, source, output_dir, started, progress) -> dict
             feather_radius=args.feather_radius,
             multiple=multiple,
             prior=args.prior,
-            strength=args.strength if args.prior is not None else 1.0,
+            strength=args.sampling_strength,
         )
         for index, (_seed, raw, completion) in zip(indices, stream, strict=True):
             if args.keep_raw:
@@ -464,7 +482,8 @@ def _run(args, target, fill_mask, source, output_dir, started, progress) -> dict
         "model_size": [width, height],
         "feather_radius": args.feather_radius,
         "prior_image": str(Path(args.prior_image).resolve()) if args.prior_image else None,
-        "strength": args.strength if args.prior_image else 1.0,
+        "strength": args.sampling_strength,  # 1.0: sampled from pure noise
+        "prior_coverage": args.prior_coverage,  # share of the hole the prior has an estimate for
         "prior_uncertainty": (
             str(Path(args.prior_uncertainty).resolve()) if args.prior_uncertainty else None
         ),

@@ -11,6 +11,10 @@ One command, five stages, each writing its own folder under --output_dir:
   4. train_refill  train_realfill.py on that scene          -> models/<scene>-model-refill
   5. infer_refill  infer.py                                 -> results/<scene>-results-refill
 
+With --geometry, a first stage fills the hole from the references by geometry alone (warp_fill.py
+-> warp/<scene>-results-warp) and both rounds' completions start from that fill and are weighed
+against it per pixel (infer.py --prior_image --prior_uncertainty; docs/geometry.md).
+
 Settings not given come from the base model's recipe (realfill_recipe.json in its folder, as
 the toy model has), else from the paper's. The dataset folder is only read. A finished stage is
 recorded in refill_state.json and skipped when the command is run again (an interrupted
@@ -52,7 +56,7 @@ def run_refill(args) -> dict:
     scene = ru.load_scene(scene_dir)  # every input problem surfaces now, not after training
     output_dir = args.output_dir.resolve()
     name = args.scene_name or scene_name(scene_dir)
-    entries = ["models", "results", "scenes", "logs", STATE_FILE, SUMMARY_FILE]
+    entries = ["models", "results", "scenes", "logs", "warp", STATE_FILE, SUMMARY_FILE]
     ru.claim_output_dir(output_dir, SCRIPT, entries, {"the scene": scene_dir})
     where = Layout(output_dir, name)
     state = State(output_dir / STATE_FILE, scene_dir)
@@ -75,14 +79,19 @@ def run_refill(args) -> dict:
             stage, command, check=lambda: engine.check_completions(results, n, record=False)
         )
 
-    stages = [
+    stages = []
+    if args.geometry:  # the warp fill of the ORIGINAL references guides both rounds
+        warp = engine.warp_command(scene_dir, where.warp, args.matcher, args.loftr_weights)
+        stages.append(engine.Stage("warp", warp, check=lambda: engine.check_warp(where.warp)))
+        infer_extra = [*engine.prior_flags(where.warp), *infer_extra]
+    stages += [
         train(scene_dir, where.model, "train"),
         infer(scene_dir, where.model, where.results, "infer"),
         engine.select_stage(scene, where, n, args.matcher, args.loftr_weights, args.target_count),
         train(where.scene, where.model_refill, "train_refill"),
         infer(where.scene, where.model_refill, where.results_refill, "infer_refill"),
     ]
-    assert tuple(s.name for s in stages) == STAGES
+    assert tuple(s.name for s in stages if s.name != "warp") == STAGES
     report = engine.run_stages(stages, state, where.logs)
     summary = {
         "schema_version": SCHEMA_VERSION,
@@ -97,6 +106,7 @@ def run_refill(args) -> dict:
             "refill_scene": str(where.scene),
             "model_refill": str(where.model_refill),
             "results_refill": str(where.results_refill),
+            "warp": str(where.warp) if args.geometry else None,
         },
     }
     ru.atomic_write_json(summary, output_dir / SUMMARY_FILE)
@@ -145,6 +155,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--loftr_weights", default=None, help=f"local LoFTR checkpoint; also ${lr.WEIGHTS_ENV}"
+    )
+    parser.add_argument(
+        "--geometry",
+        action="store_true",
+        help="geometry-guided completion: fill the hole from the references by geometry first "
+        "(warp_fill.py, with --matcher) and guide both rounds' sampling by it",
     )
     parser.add_argument(
         "--train_args",

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent
 TRAIN_SCRIPT = ROOT / "train_realfill.py"
 INFER_SCRIPT = ROOT / "infer.py"
 RANKING_SCRIPT = ROOT / "loftr_ranking.py"
+WARP_SCRIPT = ROOT / "warp_fill.py"
 BENCHMARKS_SCRIPT = ROOT / "benchmarks.py"
 SCHEMA_VERSION = 1  # of the state files
 LOG_TAIL = 15  # lines of a failed stage's log shown on the console
@@ -73,6 +74,7 @@ class Layout:
         self.scene = output_dir / "scenes" / f"{name}-refill"
         self.model_refill = output_dir / "models" / f"{name}-model-refill"
         self.results_refill = output_dir / "results" / f"{name}-results-refill"
+        self.warp = output_dir / "warp" / f"{name}-results-warp"  # geometry: the warp fill
         self.logs = output_dir / "logs"
 
 
@@ -175,6 +177,27 @@ def infer_command(
     ]  # fmt: skip
 
 
+def warp_command(
+    scene_dir: Path, warp_dir: Path, matcher: str, loftr_weights: str | None
+) -> list[str]:
+    """warp_fill.py: the references carried into the target by geometry (the prior)."""
+    command = [
+        str(WARP_SCRIPT), "--scene_dir", str(scene_dir), "--output_dir", str(warp_dir),
+        "--matcher", matcher,
+    ]  # fmt: skip
+    if matcher == "loftr" and loftr_weights:
+        command += ["--loftr_weights", str(loftr_weights)]
+    return command
+
+
+def prior_flags(warp_dir: Path) -> list[str]:
+    """infer.py's flags for geometry-guided completion from warp_fill.py's folder."""
+    return [
+        "--prior_image", str(warp_dir / "0.png"),
+        "--prior_uncertainty", str(warp_dir / "uncertainty.png"),
+    ]  # fmt: skip
+
+
 def rank_command(
     results: Path, scene_dir: Path, matcher: str, loftr_weights: str | None, *selection: str
 ) -> list[str]:
@@ -214,6 +237,15 @@ def check_model(model_dir: Path) -> dict:
         if not (model_dir / name).is_file():
             raise StageFailed(f"training finished without writing {model_dir / name}")
     return {}
+
+
+def check_warp(warp_dir: Path) -> dict:
+    """warp_fill.py wrote its fill, its uncertainty and its report; say how much it covered."""
+    for name in ("0.png", "uncertainty.png", "warp_fill.json"):
+        if not (warp_dir / name).is_file():
+            raise StageFailed(f"warp_fill.py finished without writing {warp_dir / name}")
+    report = json.loads((warp_dir / "warp_fill.json").read_text())
+    return {"hole_covered_by_references": report["hole_covered_by_references"]}
 
 
 def completions(results_dir: Path, num_images: int) -> list[Path]:
@@ -282,11 +314,16 @@ class State:
                     f"{scene_dir}: choose another --output_dir"
                 )
 
-    def done(self, stage: str, settings: list, labels: list[str] | None = None) -> dict | None:
-        """The stage's record if it finished with these settings; None if it has not run.
+    def done(
+        self, stage: str, settings: list, labels: list[str] | None = None, redo: bool = False
+    ) -> dict | None:
+        """The stage's record if it finished with these settings; None if it has not run, or
+        if it ran with other settings and `redo` says to run it again (else: SceneError).
         `labels`: the flag of each setting, where the settings are not a flag list."""
         record = self.data["stages"].get(stage)
         if record is None:
+            return None
+        if record["settings"] != settings and redo:
             return None
         if record["settings"] != settings:
             old, new = record["settings"], settings
@@ -347,12 +384,16 @@ def run_stages(
     tie_to_parent: bool = False,
     until: str | None = None,
     echo: bool = False,
+    redo_changed=(),
     **running,
 ) -> list[dict]:
     """Run (or resume) `stages` in order; return one record per stage ("status": "ran" or
     "skipped"). A failure is recorded in the State and re-raised. `tag`: the scene's name in
     each line; `tie_to_parent`, `echo`: see run_script; `until`: stop after the stage of that
     name (a notebook runs one cell's stages; a redone stage still makes every later one stale);
+    `redo_changed`: names of stages that are run again when their settings changed, instead of
+    refused (a notebook's sampling settings; never a training, which would resume a checkpoint
+    made with other settings);
     `running`: more fields for the State's record of the stage in progress (host, pid, GPU)."""
     report, redo = [], False
     for number, stage in enumerate(stages, 1):
@@ -360,7 +401,8 @@ def run_stages(
         label = f"[{tag}] {count} {stage.name}" if tag else f"[{count}] {stage.name}"
         log = log_dir / f"{stage.name}.log" if stage.command else None
         try:
-            record = None if redo else state.done(stage.name, stage.settings, stage.labels)
+            again = stage.name in redo_changed
+            record = None if redo else state.done(stage.name, stage.settings, stage.labels, again)
             if record is not None:
                 say(f"{label}: done earlier, skipped")
                 report.append({"stage": stage.name, "status": "skipped", **record})
@@ -642,11 +684,17 @@ def scene_stages(
     target_count: int = TARGET_COUNT,
     train_extra=(),
     infer_extra=(),
+    geometry: bool = False,
 ) -> list[Stage]:
     """train -> infer -> rank, and with `refill` the ReFill round (refill_select -> refill_train
     -> refill_infer -> refill_rank), each a project script as a user would type it. The training
-    stage records the scene's content hash: a changed scene is not mistaken for a trained one."""
+    stage records the scene's content hash: a changed scene is not mistaken for a trained one.
+    With `geometry`, a first stage (warp) fills the hole from the ORIGINAL references by geometry
+    (warp_fill.py) and both rounds' completions are guided by it (infer.py --prior_image
+    --prior_uncertainty: docs/geometry.md)."""
     n = recipe.num_images
+    if geometry:
+        infer_extra = [*prior_flags(where.warp), *infer_extra]
 
     def train(scene_path: Path, model: Path, stage: str, **more) -> Stage:
         command = train_command(recipe, scene_path, model, train_extra)
@@ -661,7 +709,9 @@ def scene_stages(
         ranking = results / lr.SCORES_FILE
         return Stage(stage, command, check=check or (lambda: check_ranking(ranking)))
 
-    stages = [
+    warp = warp_command(scene_dir, where.warp, matcher, loftr_weights)
+    stages = [Stage("warp", warp, check=lambda: check_warp(where.warp))] if geometry else []
+    stages += [
         train(scene_dir, where.model, "train",
               inputs=[f"scene sha256 {scene_fingerprint(scene_dir)}"]),
         infer(scene_dir, where.model, where.results, "infer"),

@@ -37,7 +37,7 @@ import realfill_utils as ru  # noqa: E402
 import scene_engine as engine  # noqa: E402
 from benchmark.suite import DROP_RATES, seed_selection  # noqa: E402
 
-MIN_PRIOR_COVERAGE = 0.5  # share of the hole the references must cover to use the warp as prior
+MIN_PRIOR_COVERAGE = infer.MIN_PRIOR_COVERAGE  # infer.py samples from the prior only above it
 GOAL_PSNR_GAIN = 3.0  # dB of masked PSNR that RealFill must add over the un-tuned base
 METRICS = ("PSNR", "SSIM")  # the learned metrics need weights this machine cannot download
 SAMPLERS = {  # variant suffix -> (scheduler, steps); "" is round 1 itself (the paper's DDPM 200)

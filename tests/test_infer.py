@@ -498,3 +498,35 @@ def test_prior_uncertainty_pulls_completions_towards_a_sure_prior(lora_dir, tmp_
         assert np.array_equal(before[unsure], after[unsure])
         # the prior's weight there is at least 1/2 (0 expected error against any spread)
         assert np.abs(after[sure] - green).mean() <= np.abs(before[sure] - green).mean() / 2 + 1
+
+
+def test_a_prior_the_references_barely_cover_does_not_steer_sampling(lora_dir, tmp_path):
+    """Under infer.MIN_PRIOR_COVERAGE of the hole with an estimate, sampling starts from noise
+    (the completions equal those without a prior) and the record says so."""
+    import geometry
+
+    scene_dir = make_scene(tmp_path / "scene")
+    scene = ru.load_scene(scene_dir)
+    Image.new("RGB", scene.target.size, (0, 255, 0)).save(tmp_path / "prior.png")
+    unseen = np.full(scene.fill_mask.shape, np.inf)  # no reference sees any of the hole
+    geometry.uncertainty_image(unseen).save(tmp_path / "uncertainty.png")
+    common = [
+        f"--model_path={lora_dir}",
+        f"--validation_image={scene_dir / 'target/target.png'}",
+        f"--validation_mask={scene_dir / 'target/mask.png'}",
+        "--num_images=2",
+        f"--num_inference_steps={STEPS}",
+    ]
+    infer.run(infer.parse_args([*common, f"--output_dir={tmp_path / 'plain'}"]))
+    guided = [
+        f"--output_dir={tmp_path / 'guided'}",
+        f"--prior_image={tmp_path / 'prior.png'}",
+        f"--prior_uncertainty={tmp_path / 'uncertainty.png'}",
+        "--strength=0.5",
+    ]
+    record = infer.run(infer.parse_args([*common, *guided]))
+    assert record["strength"] == 1.0 and record["prior_coverage"] == 0.0
+    assert record["prior_weight_in_hole"] == 0.0
+    for i in range(2):
+        plain = Image.open(tmp_path / "plain" / f"{i}.png")
+        assert max_diff(plain, Image.open(tmp_path / "guided" / f"{i}.png")) <= TOLERANCE

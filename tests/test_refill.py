@@ -138,8 +138,9 @@ from pathlib import Path
 argv = sys.argv[1:]
 arg = lambda name: argv[argv.index(name) + 1]
 out = Path(arg("--output_dir"))
+prior = f" prior {arg('--prior_image')}" if "--prior_image" in argv else ""
 with open(os.environ["REFILL_TEST_CALLS"], "a") as log:
-    log.write(f"infer {out.name}\\n")
+    log.write(f"infer {out.name}{prior}\\n")
 out.mkdir(parents=True, exist_ok=True)
 for i in range(int(arg("--num_images"))):
     shutil.copyfile(arg("--validation_image"), out / f"{i}.png")
@@ -188,6 +189,28 @@ def test_a_failed_stage_is_resumed_alone(fake_scripts, tmp_path, capsys):
         "infer Custom-3-results-refill",
     ]
     assert len(list((augmented / "ref").iterdir())) == 5  # 2 originals + 3 completions
+    assert tree_digest(scene) == before
+
+
+def test_geometry_guides_both_rounds_from_the_warp_fill(fake_scripts, tmp_path):
+    """--geometry: warp_fill.py (the real one) runs first on the ORIGINAL references, and both
+    rounds' infer.py get its fill and uncertainty; the scene is only read."""
+    scene = make_scene(tmp_path / "data" / "Custom" / "3", n_refs=2)
+    before = tree_digest(scene)
+    out = tmp_path / "run"
+    assert refill.main(fake_argv(scene, out, "--geometry")) == 0
+    warp = out / "warp" / "Custom-3-results-warp"
+    assert {"0.png", "uncertainty.png", "warp_fill.json"} <= {p.name for p in warp.iterdir()}
+    infers = [c for c in fake_scripts.read_text().splitlines() if c.startswith("infer")]
+    assert infers == [
+        f"infer Custom-3-results prior {warp / '0.png'}",
+        f"infer Custom-3-results-refill prior {warp / '0.png'}",
+    ]
+    state = json.loads((out / refill.STATE_FILE).read_text())
+    assert "--prior_uncertainty" in state["stages"]["infer"]["settings"]
+    assert state["stages"]["warp"]["hole_covered_by_references"] >= 0
+    summary = json.loads((out / refill.SUMMARY_FILE).read_text())
+    assert summary["folders"]["warp"] == str(warp)
     assert tree_digest(scene) == before
 
 
@@ -311,6 +334,27 @@ def test_engine_stops_after_a_stage_and_a_redone_stage_makes_later_ones_stale(tm
     assert "b" not in state.data["stages"]  # ...makes the later one stale before it runs
     report = engine.run_stages([stage("a", 1), stage("b", 2)], state, tmp_path, until="b")
     assert [r["status"] for r in report] == ["skipped", "ran"] and calls == ["a", "b", "a", "b"]
+
+
+def test_changed_sampling_settings_are_redone_and_changed_training_refused(tmp_path):
+    """The notebook's rule (redo_changed): a sampling stage whose settings changed runs again,
+    and so does everything after it; a changed training is refused, never resumed."""
+    calls: list[str] = []
+
+    def stage(name: str, setting: int) -> engine.Stage:
+        return engine.Stage(name, call=lambda: calls.append(name) or {}, inputs=[setting])
+
+    state = engine.State(tmp_path / "state.json", tmp_path / "scene")
+    engine.run_stages([stage("train", 1), stage("infer", 2), stage("rank", 3)], state, tmp_path)
+    new_sampling = [stage("train", 1), stage("infer", 9), stage("rank", 3)]
+    report = engine.run_stages(new_sampling, state, tmp_path, redo_changed=("infer", "rank"))
+    assert [r["status"] for r in report] == ["skipped", "ran", "ran"]
+    assert calls == ["train", "infer", "rank", "infer", "rank"]
+    with pytest.raises(ru.SceneError, match="finished earlier with other settings"):
+        engine.run_stages(
+            [stage("train", 7), stage("infer", 9)], state, tmp_path, redo_changed=("infer",)
+        )
+    assert calls[-1] == "rank"  # nothing ran
 
 
 def test_echoed_script_output_reaches_sys_stdout_and_the_log(tmp_path, capsys):
