@@ -78,6 +78,7 @@ DEFAULTS = {f: getattr(ru.Recipe(), f) for f in RECIPE_FIELDS} | {
     "loftr_weights": None,  # None: $REALFILL_LOFTR_WEIGHTS or kornia's cached checkpoint
     "refill": False,  # also run the ReFill round (refill.py's stages) and benchmark it
     "target_count": engine.TARGET_COUNT,
+    "geometry": False,  # guide the completions by the warp fill (docs/geometry.md)
     "metrics": list(METRICS),
     "train_args": "",
     "infer_args": "",
@@ -148,9 +149,9 @@ def set_up(args: argparse.Namespace) -> dict:
     old = read_config(output_dir) if (output_dir / CONFIG_FILE).is_file() else None
     if old:
         changed = [
-            f"--{k}: {old['recipe'][k]!r} -> {v!r}"
+            f"--{k}: {old['recipe'].get(k, DEFAULTS[k])!r} -> {v!r}"
             for k, v in given.items()
-            if old["recipe"][k] != v
+            if old["recipe"].get(k, DEFAULTS[k]) != v
         ]
         changed += [
             f"--{DATASETS[d]}: {old['datasets'][d]} -> {f.resolve()}"
@@ -259,7 +260,7 @@ def status_table(out: Path, config: dict) -> tuple[str, dict[str, dict]]:
         s["name"]: engine.bench_scene_status(out / "runs" / s["name"], recipe)
         for s in config["scenes"]
     }
-    total = len(engine.bench_stage_names(recipe["refill"]))
+    total = len(engine.bench_stage_names(recipe))
     table = [
         [name, r["status"], r["stage"], f"{r['done']}/{total}", f"{r['hours']:.2f}", r["detail"]]
         for name, r in rows.items()
@@ -449,6 +450,11 @@ def add_recipe_flags(p: argparse.ArgumentParser) -> None:
     flag("loftr_weights", f"LoFTR checkpoint; default: ${lr.WEIGHTS_ENV} or kornia's cache")
     flag("refill", "also run and benchmark ReFill", action=argparse.BooleanOptionalAction)
     flag("target_count", "ReFill: references in the second round", type=int)
+    flag(
+        "geometry",
+        "geometry-guided completion: warp_fill.py first, then sampling guided by its fill",
+        action=argparse.BooleanOptionalAction,
+    )
     flag("metrics", f"benchmark metrics, of {' '.join(METRICS)}", nargs="+")
     flag("train_args", "more train_realfill.py flags, one string")
     flag("infer_args", "more infer.py flags, one string")

@@ -629,10 +629,15 @@ class SceneLock:
         return False
 
 
-def bench_stage_names(refill: bool) -> list[str]:
-    """A benchmark scene's stages, in order."""
+def bench_stage_names(recipe: dict) -> list[str]:
+    """A benchmark scene's stages, in order, for a run's stored recipe."""
     refill_stages = ["refill_select", "refill_train", "refill_infer", "refill_rank"]
-    return ["train", "infer", "rank"] + (refill_stages if refill else []) + ["benchmarks"]
+    return (
+        (["warp"] if recipe.get("geometry") else [])  # runs set up before it have no key
+        + ["train", "infer", "rank"]
+        + (refill_stages if recipe["refill"] else [])
+        + ["benchmarks"]
+    )
 
 
 def bench_command(config: dict, results_view: Path, output_file: Path, out: Path) -> list:
@@ -744,6 +749,7 @@ def bench_stages(config: dict, scene: dict, out: Path) -> list[Stage]:
         training, scene_dir, where, recipe["matcher"], recipe["loftr_weights"],
         recipe["refill"], recipe["target_count"],
         shlex.split(recipe["train_args"]), shlex.split(recipe["infer_args"]),
+        geometry=recipe.get("geometry", False),
     )  # fmt: skip
     folders = [where.results] + ([where.results_refill] if recipe["refill"] else [])
     bench = out / "runs" / name / "benchmark"
@@ -756,7 +762,7 @@ def bench_stages(config: dict, scene: dict, out: Path) -> list[Stage]:
             before=lambda: make_view(bench / "results", folders),
         )
     )
-    assert [s.name for s in stages] == bench_stage_names(recipe["refill"])
+    assert [s.name for s in stages] == bench_stage_names(recipe)
     return stages
 
 
@@ -813,7 +819,7 @@ def bench_scene_status(run_dir: Path, recipe: dict) -> dict:
     from benchmark.report import fmt
 
     state = read_state(run_dir / STATE_FILE)
-    stages = bench_stage_names(recipe["refill"])
+    stages = bench_stage_names(recipe)
     records = state.get("stages", {})
     finished = [s for s in stages if s in records]
     hours = sum(r.get("seconds", 0) for r in records.values()) / 3600

@@ -270,3 +270,23 @@ def test_a_resumed_run_keeps_its_gpus(tmp_path, capsys):
     assert "--gpus 0,1" in capsys.readouterr().out
     assert rb.remember_gpus(tmp_path, stored, "cpu") == "cpu"  # given again: the new one
     assert json.loads((tmp_path / rb.CONFIG_FILE).read_text())["gpus"] == "cpu"
+
+
+def test_geometry_adds_the_warp_stage_and_guides_every_infer(tiny_model, tmp_path):
+    data, out = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(ROOT / "data" / "Custom" / "4", data / "Custom" / "4")
+    setup = ["--custom_dir", str(data), "--output_dir", str(out), *recipe(tiny_model)]
+    assert rb.main(["slurm", *setup, "--geometry", "--refill", "--partition", "gpu"]) == 0
+    config = rb.read_config(out)
+    assert config["recipe"]["geometry"] is True
+    stages = engine.bench_stages(config, config["scenes"][0], out)
+    assert [s.name for s in stages][:2] == ["warp", "train"]
+    warp = out / "warp" / "Custom-4-results-warp"
+    assert stages[0].command[stages[0].command.index("--output_dir") + 1] == str(warp)
+    infers = [s.command for s in stages if s.name in ("infer", "refill_infer")]
+    assert len(infers) == 2
+    for command in infers:
+        assert command[command.index("--prior_image") + 1] == str(warp / "0.png")
+        assert command[command.index("--prior_uncertainty") + 1] == str(warp / "uncertainty.png")
+    # A run set up without the flag has no warp stage, and the stored choice is kept on resume.
+    assert rb.main(["slurm", "--output_dir", str(out), "--no-geometry", "--partition", "gpu"]) == 2
