@@ -482,25 +482,37 @@ def fuse(
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """Pull each completion towards `prior` inside the hole where the prior is surer.
 
-    Two estimates of each hole pixel, each with its own error estimate: the prior (a warp
-    fill; `uncertainty`, grey levels, inf = none) and the diffusion (its error estimated by the
-    spread of the completions, which a fine-tuned model narrows where it knows the scene).
-    Inverse-variance weighting: weight = spread^2 / (spread^2 + uncertainty^2) on the prior.
-    `completions` uint8 (H, W, 3), at least two; `prior` uint8 (H, W, 3); `fill_mask` bool
-    (H, W), True = fill. Returns the fused completions (uint8; unchanged outside the hole) and
-    the weight map (float (H, W) in [0, 1], 0 outside the hole).
+    Two estimates of each hole pixel, each with an expected error: the prior (a warp fill) with
+    `uncertainty` (grey levels, inf = none), measured against outside evidence (the other
+    references, the target's known pixels); and the diffusion, whose error is its spread across
+    the completions plus any bias they share. The bias shows as disagreement with the prior
+    beyond the prior's own uncertainty: for independent errors the mean squared difference
+    between the completions and the prior is uncertainty^2 + diffusion error^2, so the diffusion's
+    squared error is estimated as max(spread^2, mean (completion - prior)^2 - uncertainty^2)
+    (7 px patches). Each completion then gets inverse-variance weighting, weight on the prior =
+    diffusion error^2 / (diffusion error^2 + uncertainty^2). Where the completions agree with
+    the prior within its uncertainty, their spread decides; where they all disagree with a sure
+    prior, the prior wins. `completions` uint8 (H, W, 3), at least two; `prior` uint8 (H, W, 3);
+    `fill_mask` bool (H, W), True = fill. Returns the fused completions (uint8; unchanged outside
+    the hole) and the weight map (float (H, W) in [0, 1], 0 outside the hole).
     """
     import cv2
 
     if len(completions) < 2:
         raise ValueError("fusing needs at least two completions: their spread is the estimate")
     stack = np.stack(completions).astype(np.float32)
-    spread = stack.std(axis=0, ddof=1).mean(axis=-1)
-    spread = cv2.boxFilter(spread, -1, (SPREAD_PATCH, SPREAD_PATCH)).astype(np.float64)
-    variance = np.where(np.isfinite(uncertainty), uncertainty, 0.0) ** 2
-    weight = (spread**2 + 0.5) / (spread**2 + variance + 1.0)  # two exact estimates weigh alike
-    weight = np.where(np.isfinite(uncertainty) & fill_mask, weight, 0.0)
     prior_px = prior.astype(np.float32)
+
+    def patch_mean(values: np.ndarray) -> np.ndarray:
+        box = (SPREAD_PATCH, SPREAD_PATCH)
+        return cv2.boxFilter(values.astype(np.float32), -1, box).astype(np.float64)
+
+    spread2 = patch_mean(stack.var(axis=0, ddof=1).mean(axis=-1))
+    apart2 = patch_mean(((stack - prior_px) ** 2).mean(axis=(0, -1)))
+    prior2 = np.where(np.isfinite(uncertainty), uncertainty, 0.0) ** 2
+    diffusion2 = np.maximum(spread2, apart2 - prior2)
+    weight = (diffusion2 + 0.5) / (diffusion2 + prior2 + 1.0)  # two exact estimates weigh alike
+    weight = np.where(np.isfinite(uncertainty) & fill_mask, weight, 0.0)
     w = weight[..., None].astype(np.float32)
     fused = [np.clip(np.rint(w * prior_px + (1 - w) * c), 0, 255).astype(np.uint8) for c in stack]
     return fused, weight

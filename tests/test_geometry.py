@@ -181,12 +181,14 @@ def test_fuse_weighs_the_prior_by_both_uncertainties():
     fill_mask = np.zeros((height, width), dtype=bool)
     fill_mask[4:20, 8:24] = True
     prior = np.full((height, width, 3), 200, dtype=np.uint8)
+    prior[:, 16:] = 110  # right: near the completions
     spread = np.where(np.arange(width) < width // 2, 60.0, 2.0)[None, :, None]  # left: unsure
     completions = [
         np.clip(100 + spread * rng.standard_normal((height, width, 3)), 0, 255).astype(np.uint8)
         for _ in range(8)
     ]
     uncertainty = np.full((height, width), 5.0)
+    uncertainty[:, 16:] = 40.0  # right: the prior is unsure, and agrees within that
     uncertainty[:, 12:14] = np.inf  # no estimate: the prior has no say there
     fused, weight = geometry.fuse(completions, prior, uncertainty, fill_mask)
 
@@ -194,10 +196,16 @@ def test_fuse_weighs_the_prior_by_both_uncertainties():
         assert np.array_equal(before[~fill_mask], after[~fill_mask])  # known region untouched
         assert np.array_equal(before[:, 12:14], after[:, 12:14])
     assert (weight[~fill_mask] == 0).all() and (weight[:, 12:14] == 0).all()
-    # Where the diffusion is unsure (large spread), the prior (expected error 5) dominates;
-    # where the diffusion agrees with itself better than the prior, the diffusion does.
+    # Left: unsure completions, a sure prior: the prior dominates.
     assert weight[8:16, 8:11].min() > 0.9
-    assert weight[8:16, 20:24].max() < 0.5
     assert np.abs(np.stack(fused)[:, 8:16, 8:11].astype(float) - 200).mean() < 15
+    # Right: completions that agree with each other and with the prior within its uncertainty
+    # keep their say.
+    assert weight[8:16, 20:24].max() < 0.1
+    # Completions that agree with each other but all disagree with a sure prior (a bias the
+    # spread cannot show) give way to it.
+    biased = [np.full((height, width, 3), 100, dtype=np.uint8) + (i % 2) for i in range(4)]
+    _, weight = geometry.fuse(biased, prior, np.full((height, width), 5.0), fill_mask)
+    assert weight[8:16, 8:11].min() > 0.99
     with pytest.raises(ValueError, match="at least two"):
         geometry.fuse(completions[:1], prior, uncertainty, fill_mask)
