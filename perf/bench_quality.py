@@ -47,20 +47,27 @@ SAMPLERS = {  # variant suffix -> (scheduler, steps); "" is round 1 itself (the 
 }
 
 
-def run(cmd: list, log: Path, may_fail: bool = False, done: Path | None = None) -> float:
+TIMINGS_FILE = "timings.json"  # next to the logs: each step's seconds, for a resumed run
+
+
+def run(cmd: list, log: Path, may_fail: bool = False, done: Path | None = None) -> float | None:
     """Run one project script from the repository root (scene_engine.run_script), its output
     to `log`; return its wall time; stop on failure (unless `may_fail`: then the time is
     returned and the caller checks what was written). If `done` exists, the step finished in
-    an earlier run and is skipped (0 s)."""
+    an earlier run and is skipped: its time is the one recorded then (TIMINGS_FILE), or None."""
+    timings_file = log.parent / TIMINGS_FILE
+    recorded = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
     if done is not None and done.is_file():
-        return 0.0
+        return recorded.get(log.name)
     start = time.perf_counter()
     try:
         engine.run_script(cmd, log, cwd=ROOT)
     except engine.StageFailed as err:
         if not may_fail:
             sys.exit(f"failed: {shlex.join(map(str, cmd))}\n{err}")
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    ru.atomic_write_json(recorded | {log.name: round(seconds, 3)}, timings_file)
+    return seconds
 
 
 def scene_runs(scene: Path, args, out: Path) -> dict:
@@ -81,6 +88,9 @@ def scene_runs(scene: Path, args, out: Path) -> dict:
         "--scheduler", "ddpm", "--num_inference_steps", 200, "--matcher", "sift",
         "--train_args", shlex.join(train_args),
     ], out / "logs" / f"{name}-refill.log", may_fail=True)  # fmt: skip
+    # The time refill.py recorded for its stages when they ran (a resumed run skips them).
+    state = json.loads((work / "refill_state.json").read_text())["stages"]
+    seconds = sum(stage.get("seconds", 0.0) for stage in state.values())
     return finish_scene(scene, args, out, name, seconds, refill_ran=True)
 
 
@@ -90,20 +100,22 @@ def round_one_only(scene: Path, args, out: Path, name: str, train_args: list) ->
     work = out / name
     model = work / "models" / f"{name}-model"
     print(f"== {name}: RealFill (train_realfill.py, infer.py; no ReFill round)", flush=True)
-    seconds = run([
+    train_seconds = run([
         "train_realfill.py", "--pretrained_model_name_or_path", args.base_model,
         "--train_data_dir", scene, "--output_dir", model, "--resolution", args.resolution,
         "--max_train_steps", args.max_train_steps, "--train_batch_size", 16,
         "--resume_from_checkpoint", "latest", *train_args,
     ], out / "logs" / f"{name}-train.log", done=model / ru.SETTINGS_FILE)  # fmt: skip
     results = work / "results" / f"{name}-results"
-    seconds += run([
+    run([
         "infer.py", "--model_path", model, "--output_dir", results,
         "--validation_image", scene / "target" / "target.png",
         "--validation_mask", scene / "target" / "mask.png",
         "--resolution", args.resolution, "--num_images", args.num_images,
         "--scheduler", "ddpm", "--num_inference_steps", 200,
     ], out / "logs" / f"{name}-infer.log", done=results / "completions.json")  # fmt: skip
+    infer_seconds = json.loads((results / "completions.json").read_text())["timings"]["total_s"]
+    seconds = None if train_seconds is None else train_seconds + infer_seconds
     return finish_scene(scene, args, out, name, seconds, refill_ran=False)
 
 
@@ -458,15 +470,18 @@ def write_results(
             f"{ddpm_time / seconds:.2f}x |"
         )
 
-    def seconds_of(key: str) -> float:
-        return mean(records[s][""].get(key, math.nan) for s in scenes)
+    def seconds_of(key: str, digits: int) -> str:
+        values = [records[s][""].get(key) for s in scenes]
+        if any(v is None for v in values):  # resumed from a run that kept no timings
+            return "n/a (not recorded by the run that made them)"
+        return f"{mean(values):.{digits}f} s"
 
     geo_time = mean(records[s]["geo"]["timings"]["generate_s"] for s in scenes)
     lines += [
         "",
         f"Time per scene (mean): RealFill training and completions (with the ReFill round "
-        f"where it ran) {seconds_of('refill_seconds'):.0f} s; "
-        f"warp_fill.py {seconds_of('warp_seconds'):.1f} s "
+        f"where it ran) {seconds_of('refill_seconds', 0)}; "
+        f"warp_fill.py {seconds_of('warp_seconds', 1)} "
         f"(process included); geometry-guided sampling {geo_time:.1f} s against "
         f"{ddpm_time:.1f} s from pure noise (DDPM 200: a prior at strength {args.strength} "
         "skips the first steps); the in-process reference fills "
