@@ -11,9 +11,10 @@ One command, five stages, each writing its own folder under --output_dir:
   4. train_refill  train_realfill.py on that scene          -> models/<scene>-model-refill
   5. infer_refill  infer.py                                 -> results/<scene>-results-refill
 
-With --geometry, a first stage fills the hole from the references by geometry alone (warp_fill.py
--> warp/<scene>-results-warp) and both rounds' completions start from that fill and are weighed
-against it per pixel (infer.py --prior_image --prior_uncertainty; docs/geometry.md).
+With --geometry, a stage after the first training fills the hole from the references by geometry
+alone (warp_fill.py -> warp/<scene>-results-warp), and both rounds' completions start from that
+fill and are weighed against it per pixel (infer.py --prior_image --prior_uncertainty;
+docs/geometry.md).
 
 Settings not given come from the base model's recipe (realfill_recipe.json in its folder, as
 the toy model has), else from the paper's. The dataset folder is only read. A finished stage is
@@ -79,13 +80,12 @@ def run_refill(args) -> dict:
             stage, command, check=lambda: engine.check_completions(results, n, record=False)
         )
 
-    stages = []
+    stages = [train(scene_dir, where.model, "train")]
     if args.geometry:  # the warp fill of the ORIGINAL references guides both rounds
         warp = engine.warp_command(scene_dir, where.warp, args.matcher, args.loftr_weights)
         stages.append(engine.Stage("warp", warp, check=lambda: engine.check_warp(where.warp)))
         infer_extra = [*engine.prior_flags(where.warp), *infer_extra]
     stages += [
-        train(scene_dir, where.model, "train"),
         infer(scene_dir, where.model, where.results, "infer"),
         engine.select_stage(scene, where, n, args.matcher, args.loftr_weights, args.target_count),
         train(where.scene, where.model_refill, "train_refill"),

@@ -633,8 +633,9 @@ def bench_stage_names(recipe: dict) -> list[str]:
     """A benchmark scene's stages, in order, for a run's stored recipe."""
     refill_stages = ["refill_select", "refill_train", "refill_infer", "refill_rank"]
     return (
-        (["warp"] if recipe.get("geometry") else [])  # runs set up before it have no key
-        + ["train", "infer", "rank"]
+        ["train"]
+        + (["warp"] if recipe.get("geometry") else [])  # runs set up before it have no key
+        + ["infer", "rank"]
         + (refill_stages if recipe["refill"] else [])
         + ["benchmarks"]
     )
@@ -694,8 +695,8 @@ def scene_stages(
     """train -> infer -> rank, and with `refill` the ReFill round (refill_select -> refill_train
     -> refill_infer -> refill_rank), each a project script as a user would type it. The training
     stage records the scene's content hash: a changed scene is not mistaken for a trained one.
-    With `geometry`, a first stage (warp) fills the hole from the ORIGINAL references by geometry
-    (warp_fill.py) and both rounds' completions are guided by it (infer.py --prior_image
+    With `geometry`, a stage after the training (warp) fills the hole from the ORIGINAL references
+    by geometry (warp_fill.py) and both rounds' completions are guided by it (infer.py --prior_image
     --prior_uncertainty: docs/geometry.md)."""
     n = recipe.num_images
     if geometry:
@@ -715,10 +716,11 @@ def scene_stages(
         return Stage(stage, command, check=check or (lambda: check_ranking(ranking)))
 
     warp = warp_command(scene_dir, where.warp, matcher, loftr_weights)
-    stages = [Stage("warp", warp, check=lambda: check_warp(where.warp))] if geometry else []
-    stages += [
+    stages = [
         train(scene_dir, where.model, "train",
               inputs=[f"scene sha256 {scene_fingerprint(scene_dir)}"]),
+        # after the training it does not need: turning geometry on later redoes no training
+        *([Stage("warp", warp, check=lambda: check_warp(where.warp))] if geometry else []),
         infer(scene_dir, where.model, where.results, "infer"),
         rank(where.results, "rank"),
     ]  # fmt: skip

@@ -280,9 +280,9 @@ def test_geometry_adds_the_warp_stage_and_guides_every_infer(tiny_model, tmp_pat
     config = rb.read_config(out)
     assert config["recipe"]["geometry"] is True
     stages = engine.bench_stages(config, config["scenes"][0], out)
-    assert [s.name for s in stages][:2] == ["warp", "train"]
+    assert [s.name for s in stages][:3] == ["train", "warp", "infer"]
     warp = out / "warp" / "Custom-4-results-warp"
-    assert stages[0].command[stages[0].command.index("--output_dir") + 1] == str(warp)
+    assert stages[1].command[stages[1].command.index("--output_dir") + 1] == str(warp)
     infers = [s.command for s in stages if s.name in ("infer", "refill_infer")]
     assert len(infers) == 2
     for command in infers:
