@@ -605,7 +605,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="with --prior_image: its per-pixel expected error (warp_fill.py's uncertainty.png); "
         "each completion is then pulled towards the prior where the prior is surer than the "
-        "spread of the completions (geometry.fuse)",
+        "diffusion (the completions' spread and their disagreement with it: geometry.fuse); "
+        "covering under half the hole, sampling starts from noise",
     )
     p.add_argument(
         "--keep_raw",
