@@ -17,7 +17,7 @@ with --seed + i by its own generator: any single image can be regenerated alone
 
     # geometry-guided: start from the warp fill, and weigh it against the diffusion per pixel
     python warp_fill.py --scene_dir RealBench/23 --output_dir results/RealBench-23-results-warp
-    python infer.py ... --prior_image results/RealBench-23-results-warp/0.png \
+    python infer.py ... --prior_image results/RealBench-23-results-warp/0.png \\
         --prior_uncertainty results/RealBench-23-results-warp/uncertainty.png
 
 --model_path is the output folder of train_realfill.py (pytorch_lora_weights.safetensors +
