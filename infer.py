@@ -347,16 +347,17 @@ def check_inputs(args: argparse.Namespace):
                 f"--prior_uncertainty needs --num_images 2 or more (got {args.num_images}): the "
                 "completions' spread is the diffusion's side of the weighing"
             )
-        args.uncertainty = ru.load_image(args.prior_uncertainty).convert("L")
-        if args.uncertainty.size != target.size:
+        picture = ru.load_image(args.prior_uncertainty).convert("L")
+        if picture.size != target.size:
             raise ru.SceneError(
-                f"{args.prior_uncertainty} is {args.uncertainty.size[0]}x"
-                f"{args.uncertainty.size[1]} but the target is {target.size[0]}x{target.size[1]}: "
-                "it must be the uncertainty.png warp_fill.py wrote with the prior"
+                f"{args.prior_uncertainty} is {picture.size[0]}x{picture.size[1]} but the "
+                f"target is {target.size[0]}x{target.size[1]}: it must be the uncertainty.png "
+                "warp_fill.py wrote with the prior"
             )
         from geometry import read_uncertainty
 
-        seen = np.isfinite(read_uncertainty(args.uncertainty))
+        args.uncertainty = read_uncertainty(picture)  # float (H, W) grey levels, inf = none
+        seen = np.isfinite(args.uncertainty)
         args.prior_coverage = round(float(seen[fill_mask].mean()), 4)
     # What sampling starts from: the prior at --strength, or pure noise (1.0).
     args.sampling_strength = 1.0 if args.prior is None else args.strength
@@ -510,12 +511,12 @@ def _run(args, target, fill_mask, source, output_dir, started, progress) -> dict
 def fuse_with_prior(args, output_dir: Path, target, fill_mask: np.ndarray) -> float:
     """Rewrite the completions fused with the prior (geometry.fuse); return the prior's mean
     weight inside the hole."""
-    from geometry import fuse, read_uncertainty
+    from geometry import fuse
 
     files = [output_dir / f"{i}.png" for i in range(args.num_images)]
     completions = [np.asarray(ru.load_image(f).convert("RGB")) for f in files]
     prior = np.asarray(args.prior.convert("RGB"))
-    fused, weight = fuse(completions, prior, read_uncertainty(args.uncertainty), fill_mask)
+    fused, weight = fuse(completions, prior, args.uncertainty, fill_mask)
     for image, path in zip(fused, files, strict=True):
         ru.atomic_save_image(Image.fromarray(image), path)
     return round(float(weight[fill_mask].mean()), 4)

@@ -163,14 +163,14 @@ def finish_scene(scene: Path, args, out: Path, name: str, seconds: float, refill
     for variant, (scheduler, steps) in SAMPLERS.items():
         if variant:
             jobs[variant] = (model, scheduler, steps, [])
-    # Geometry-guided RealFill starts from the warp fill only where geometry has something to
-    # say: if the references cover less than MIN_PRIOR_COVERAGE of the hole, the "warp" is
-    # mostly Telea's smooth guess, and sampling starts from noise as RealFill does.
+    # Geometry-guided RealFill: infer.py starts from the warp fill only where the references
+    # cover at least MIN_PRIOR_COVERAGE of the hole (else from noise, as RealFill does), and
+    # weighs the fill against the completions where it has an estimate.
     covered = json.loads((warp / "warp_fill.json").read_text())["hole_covered_by_references"]
     records[""]["hole_covered_by_references"] = covered
     prior = ["--prior_image", warp / "0.png", "--strength", args.strength]
-    prior += ["--prior_uncertainty", warp / "uncertainty.png"]  # and weighed against it
-    jobs["geo"] = (model, "ddpm", 200, prior if covered >= MIN_PRIOR_COVERAGE else [])
+    prior += ["--prior_uncertainty", warp / "uncertainty.png"]
+    jobs["geo"] = (model, "ddpm", 200, prior)
     for variant, (model_path, scheduler, steps, extra) in jobs.items():
         print(f"== {name}: {variant} ({scheduler}, {steps} steps)", flush=True)
         folder = results / f"{name}-results-{variant}"
