@@ -126,6 +126,12 @@ def inspect_model_path(model_path: str | Path, base_override: str | None = None)
                 f"{settings_path}: its base model {base} no longer exists; pass the base model "
                 "with --pretrained_model_name_or_path"
             )
+        unet_config = path / ru.FULL_UNET_DIR / "config.json"
+        if settings.get("lora_target") == ru.FULL_TARGET and not unet_config.is_file():
+            raise ru.SceneError(
+                f"{path}: trained with --lora_target full but {unet_config} is missing; "
+                "the folder is incomplete, train it again"
+            )
         return ModelSource(path.resolve(), "lora", base, settings)
     if (path / "unet").is_dir() and (path / "text_encoder").is_dir():
         for sub in ("unet", "text_encoder"):
@@ -192,10 +198,17 @@ def torch_dtype(mixed_precision: str, device: str):
 
 
 def load_model_components(source: ModelSource, dtype=None) -> ru.Components:
-    """Tokenizer, text encoder, VAE, UNet and scheduler config of `source`, before any LoRA."""
-    if source.kind == "lora" or source.base_model is None:
-        return ru.load_components(source.base_model or source.path, dtype)
+    """Tokenizer, text encoder, VAE, UNet and scheduler config of `source`, before any LoRA
+    (a LoRA folder trained with --lora_target full brings its own UNet)."""
     from diffusers import UNet2DConditionModel
+
+    if source.kind == "lora" or source.base_model is None:
+        components = ru.load_components(source.base_model or source.path, dtype)
+        if source.settings.get("lora_target") == ru.FULL_TARGET:
+            components.unet = UNet2DConditionModel.from_pretrained(
+                source.path, subfolder=ru.FULL_UNET_DIR, torch_dtype=dtype
+            )
+        return components
     from transformers import CLIPTextModel
 
     components = ru.load_components(source.base_model, dtype)  # tokenizer, VAE, scheduler

@@ -679,8 +679,13 @@ UNET_LORA_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]  # every attention proj
 TEXT_LORA_MODULES = ["q_proj", "k_proj", "v_proj", "out_proj"]
 # Where the UNet's LoRA goes (--lora_target). "attention" is the paper's; "attention+conv" adds
 # the transformer blocks' projections and feed-forward and the ResNet convolutions, which lets a
-# scene's colours and textures, not only its layout, move into the adapter.
+# scene's colours and textures, not only its layout, move into the adapter. "full" trains every
+# UNet weight instead (no UNet LoRA; the fine-tuned UNet is saved whole in FULL_UNET_DIR, the
+# text encoder keeps its LoRA): the most capacity, for tiny bases; on SD2 it needs ~4x the memory.
+FULL_TARGET = "full"
+FULL_UNET_DIR = "unet"  # where a --lora_target full run keeps its UNet, as a diffusers model
 LORA_TARGETS = {
+    FULL_TARGET: [],
     "attention": UNET_LORA_MODULES,
     "attention+conv": [
         *UNET_LORA_MODULES,
@@ -701,10 +706,15 @@ def add_lora(
     unet, text_encoder, rank: int, alpha: float, dropout: float, target: str = LORA_TARGET
 ) -> None:
     """Attach trainable LoRA adapters to the UNet (at LORA_TARGETS[target]) and to the
-    text-encoder attention projections."""
+    text-encoder attention projections; with target "full", make every UNet weight trainable
+    instead of giving it adapters."""
     from peft import LoraConfig
 
+    if target == FULL_TARGET:
+        unet.requires_grad_(True)
     for model, modules in ((unet, LORA_TARGETS[target]), (text_encoder, TEXT_LORA_MODULES)):
+        if not modules:
+            continue
         model.add_adapter(
             LoraConfig(
                 r=rank,
@@ -718,7 +728,8 @@ def add_lora(
 
 def save_lora(output_dir: str | os.PathLike, unet, text_encoder) -> Path:
     """Write `pytorch_lora_weights.safetensors` (UNet + text-encoder keys, alpha in metadata)
-    atomically, loadable by any StableDiffusionInpaintPipeline.load_lora_weights(output_dir)."""
+    atomically, loadable by any StableDiffusionInpaintPipeline.load_lora_weights(output_dir).
+    A UNet trained whole (no adapters) contributes no keys: see save_full_unet."""
     from diffusers import StableDiffusionInpaintPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
@@ -728,21 +739,40 @@ def save_lora(output_dir: str | os.PathLike, unet, text_encoder) -> Path:
         config = {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.items()}
         return config
 
+    def layers(model) -> dict | None:
+        if not getattr(model, "peft_config", None):
+            return None
+        return convert_state_dict_to_diffusers(
+            get_peft_model_state_dict(model, save_embedding_layers=False)
+        )
+
     path = Path(output_dir) / LORA_FILE
+    unet_layers = layers(unet)
     with atomic_path(path) as tmp:
         StableDiffusionInpaintPipeline.save_lora_weights(
             tmp.parent,
-            unet_lora_layers=convert_state_dict_to_diffusers(
-                get_peft_model_state_dict(unet, save_embedding_layers=False)
-            ),
-            text_encoder_lora_layers=convert_state_dict_to_diffusers(
-                get_peft_model_state_dict(text_encoder, save_embedding_layers=False)
-            ),
+            unet_lora_layers=unet_layers,
+            text_encoder_lora_layers=layers(text_encoder),
             weight_name=tmp.name,
-            unet_lora_adapter_metadata=metadata(unet),
+            unet_lora_adapter_metadata=metadata(unet) if unet_layers else None,
             text_encoder_lora_adapter_metadata=metadata(text_encoder),
         )
     return path
+
+
+def save_full_unet(output_dir: str | os.PathLike, unet) -> Path:
+    """Write a UNet trained whole (--lora_target full) to <output_dir>/unet as an ordinary
+    diffusers model folder, atomically (written beside, then renamed into place)."""
+    import shutil
+
+    final = Path(output_dir) / FULL_UNET_DIR
+    partial = final.with_name(f".{final.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)  # our own leftover from an interrupted save
+    unet.save_pretrained(partial)
+    if final.exists():
+        shutil.rmtree(final)  # this run's own earlier save (the caller owns the folder)
+    partial.rename(final)
+    return final
 
 
 # ---------------------------------------------------------------------------------------------
@@ -782,7 +812,8 @@ class Recipe:
     lora_target: str = _setting(
         LORA_TARGET,
         "UNet layers that get LoRA: the attention projections (the paper's), or those plus "
-        "convolutions and feed-forward (more capacity for small bases)",
+        "convolutions and feed-forward (more capacity for small bases); full: train the whole "
+        "UNet, no UNet LoRA (tiny bases)",
     )
     noise_offset: float = _setting(
         0.0,

@@ -448,6 +448,8 @@ MERGED_PIPELINE = ["model_index.json", "unet", "text_encoder", "vae", "tokenizer
 def output_entries(args: argparse.Namespace) -> list[str]:
     """The top-level names this script writes into --output_dir."""
     names = [ru.LORA_FILE, ru.SETTINGS_FILE, MODEL_CARD, "checkpoints", "validation"]
+    if args.lora_target == ru.FULL_TARGET:
+        names.append(ru.FULL_UNET_DIR)
     if not args.logging_dir.is_absolute():  # relative to --output_dir, as in diffusers' scripts
         names.append(args.logging_dir.parts[0])
     return names + (MERGED_PIPELINE if args.save_merged_pipeline else [])
@@ -679,8 +681,11 @@ def tracker_config(args) -> dict:
 
 
 def export(args, lora_models) -> None:
-    """Write the LoRA file, optionally a merged pipeline, then the settings file (last, so its
-    presence means the run finished)."""
+    """Write the LoRA file (and a UNet trained whole), optionally a merged pipeline, then the
+    settings file (last, so its presence means the run finished)."""
+    full = args.lora_target == ru.FULL_TARGET
+    if full:
+        ru.save_full_unet(args.output_dir, lora_models["unet"])
     ru.save_lora(args.output_dir, lora_models["unet"], lora_models["text_encoder"])
     base = Path(args.pretrained_model_name_or_path).expanduser()
     base_model = str(base.resolve()) if base.exists() else args.pretrained_model_name_or_path
@@ -690,6 +695,8 @@ def export(args, lora_models) -> None:
         pipe = StableDiffusionInpaintPipeline.from_pretrained(
             ru.resolve_model_path(base_model), safety_checker=None, requires_safety_checker=False
         )
+        if full:
+            pipe.unet = lora_models["unet"]
         pipe.load_lora_weights(args.output_dir)
         pipe.fuse_lora()
         pipe.unload_lora_weights()
@@ -713,18 +720,29 @@ def write_model_card(args, base_model: str, scene_name: str) -> None:
     from diffusers.utils.hub_utils import MODEL_CARD_TEMPLATE_PATH, populate_model_card
     from huggingface_hub import ModelCard, ModelCardData
 
+    full = args.lora_target == ru.FULL_TARGET
+    unet_part = (
+        "The whole UNet (in `unet/`"
+        if full
+        else f"LoRA adapters (UNet: {args.lora_target}, rank {args.lora_rank}"
+    )
+    use = (
+        "`StableDiffusionInpaintPipeline` with its `unet` replaced by "
+        "`UNet2DConditionModel.from_pretrained(<this folder>, subfolder='unet')`, then "
+        "`load_lora_weights(<this folder>)`"
+        if full
+        else "`StableDiffusionInpaintPipeline` via `load_lora_weights(<this folder>)`"
+    )
     description = (
         f"# RealFill LoRA for the scene `{scene_name}`\n\n"
-        f"LoRA adapters (UNet: {args.lora_target}, rank {args.lora_rank}; text encoder "
-        f"attention) fine-tuned with RealFill (Tang et al., SIGGRAPH 2024) on the reference "
+        f"{unet_part}; text encoder LoRA on the attention, rank {args.lora_rank}) fine-tuned with RealFill (Tang et al., SIGGRAPH 2024) on the reference "
         f"photos and the known part of the target of one scene, on top of `{base_model}`.\n\n"
         f"Recipe: {args.max_train_steps} steps of {args.train_batch_size} x "
         f"{args.gradient_accumulation_steps} samples at {args.resolution} px, learning rates "
         f"{args.unet_learning_rate:g} (UNet) / {args.text_encoder_learning_rate:g} (text "
         f"encoder), prompt `{args.prompt}`. Every setting is in `{ru.SETTINGS_FILE}`.\n\n"
         "Use it with `infer.py --model_path <this folder>`, or with any diffusers "
-        "`StableDiffusionInpaintPipeline` via `load_lora_weights(<this folder>)`. The scene's "
-        "images are not included."
+        f"{use}. The scene's images are not included."
     )
     # what diffusers' load_or_create_model_card does for a new training, without its hub look-up
     card = ModelCard.from_template(

@@ -36,24 +36,14 @@ NUM_IMAGES = 16
 INFER = {"scheduler": "dpmsolver++", "num_inference_steps": 25}
 COMMON = {"train_batch_size": 16, "lr_warmup_steps": 50, "text_encoder_learning_rate": 4e-5}
 CANDIDATES = {  # name -> train_realfill.py flags on top of COMMON
-    "paper (attention LoRA r8, 2e-4)": {
-        "lora_target": "attention",
-        "lora_rank": 8,
-        "lora_alpha": 16,
-        "unet_learning_rate": 2e-4,
-    },
-    "attention+conv LoRA r16, 5e-4": {
-        "lora_target": "attention+conv",
-        "lora_rank": 16,
-        "lora_alpha": 16,
-        "unet_learning_rate": 5e-4,
-    },
     "attention+conv LoRA r16, 1e-3": {
         "lora_target": "attention+conv",
         "lora_rank": 16,
         "lora_alpha": 16,
         "unet_learning_rate": 1e-3,
     },
+    "full UNet, 1e-4": {"lora_target": "full", "unet_learning_rate": 1e-4},
+    "full UNet, 3e-4": {"lora_target": "full", "unet_learning_rate": 3e-4},
 }
 STRENGTHS = (0.4, 0.6, 0.8)  # --strength candidates for geometry-guided sampling
 VALIDATION_PHOTO = ("motorcycle_left", "motorcycle_left.png")
