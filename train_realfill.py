@@ -735,7 +735,8 @@ def write_model_card(args, base_model: str, scene_name: str) -> None:
     )
     description = (
         f"# RealFill LoRA for the scene `{scene_name}`\n\n"
-        f"{unet_part}; text encoder LoRA on the attention, rank {args.lora_rank}) fine-tuned with RealFill (Tang et al., SIGGRAPH 2024) on the reference "
+        f"{unet_part}; text-encoder LoRA on the attention, rank {args.lora_rank}) fine-tuned "
+        "with RealFill (Tang et al., SIGGRAPH 2024) on the reference "
         f"photos and the known part of the target of one scene, on top of `{base_model}`.\n\n"
         f"Recipe: {args.max_train_steps} steps of {args.train_batch_size} x "
         f"{args.gradient_accumulation_steps} samples at {args.resolution} px, learning rates "
