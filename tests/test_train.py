@@ -341,3 +341,28 @@ def test_checkpoints_load_without_unpickling_objects(tiny_model, tmp_path):
     tr.set_rng_state(rng)  # the restored state is the saved one
     assert torch.equal(torch.get_rng_state(), rng["torch"])
     assert tr.rng_state()["python"] == rng["python"]
+
+
+def test_full_target_trains_the_whole_unet_and_infer_uses_it(tiny_model, tmp_path):
+    """--lora_target full: the UNet is saved whole (every weight moved, no UNet LoRA keys),
+    the text encoder keeps its LoRA, and infer.py samples with the fine-tuned UNet."""
+    import infer
+    from diffusers import UNet2DConditionModel
+
+    scene = make_scene(tmp_path / "scene")
+    out = tmp_path / "out"
+    run(train_cmd(tiny_model, scene, out, "--max_train_steps", "2", "--lora_target", "full",
+                  "--unet_learning_rate", "1e-2"))  # fmt: skip
+    keys = _lora(out).keys()
+    assert keys and all(k.startswith("text_encoder.") for k in keys)
+    base = UNet2DConditionModel.from_pretrained(tiny_model, subfolder="unet").state_dict()
+    tuned = UNet2DConditionModel.from_pretrained(out, subfolder=ru.FULL_UNET_DIR).state_dict()
+    assert base.keys() == tuned.keys()
+    assert not torch.equal(base["conv_in.weight"], tuned["conv_in.weight"])
+    source = infer.inspect_model_path(out)
+    loaded = infer.load_model_components(source).unet.state_dict()
+    assert torch.equal(loaded["conv_in.weight"], tuned["conv_in.weight"])
+    # a folder that lost its UNet is refused by name, before anything loads
+    (out / ru.FULL_UNET_DIR / "config.json").unlink()
+    with pytest.raises(ru.SceneError, match="--lora_target full.*config.json"):
+        infer.inspect_model_path(out)
