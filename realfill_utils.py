@@ -825,7 +825,7 @@ class Recipe:
     mixed_precision: str | None = _setting(
         None,
         "frozen weights in this dtype, LoRA in fp32 (fp16: CUDA only); default: "
-        "accelerate's config",
+        "accelerate's config for training, no (fp32) for sampling",
     )
     num_images: int = _setting(NUM_IMAGES, "completions per scene")
     num_inference_steps: int = _setting(
