@@ -11,7 +11,7 @@ scene; masked PSNR / SSIM inside the hole decide (mean PSNR over scenes, then SS
 with the chosen setting's models, geometry-guided sampling (infer.py --prior_image, the scene's
 warp fill from warp_fill.py) is measured at several --strength values; the best is recorded.
 
-    python perf/bench_recipe.py                         # about 20 minutes on 2 CPU cores
+    python perf/bench_recipe.py                         # about 45 minutes on 2 CPU cores
     python perf/bench_recipe.py --no-write              # measure only, leave the folder alone
 Results: perf/results/recipe.md and .json; the winner goes to <base>/realfill_recipe.json.
 """
@@ -44,6 +44,7 @@ CANDIDATES = {  # name -> train_realfill.py flags on top of COMMON
     },
     "full UNet, 1e-4": {"lora_target": "full", "unet_learning_rate": 1e-4},
     "full UNet, 3e-4": {"lora_target": "full", "unet_learning_rate": 3e-4},
+    "full UNet, 1e-3": {"lora_target": "full", "unet_learning_rate": 1e-3},
 }
 STRENGTHS = (0.4, 0.6, 0.8)  # --strength candidates for geometry-guided sampling
 VALIDATION_PHOTO = ("motorcycle_left", "motorcycle_left.png")
