@@ -397,6 +397,20 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False):
         raise
 
 
+def replace_between_markers(path: str | os.PathLike, begin: str, end: str, body: str) -> bool:
+    """Rewrite the text between the lines `begin` and `end` of a doc (atomically); False, and
+    nothing written, where the doc or either marker is missing. How measured tables reach docs."""
+    path = Path(path)
+    text = path.read_text() if path.is_file() else ""
+    if begin not in text or end not in text:
+        return False
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    with atomic_path(path) as tmp:
+        tmp.write_text(head + begin + "\n" + body.rstrip("\n") + "\n" + end + tail)
+    return True
+
+
 def atomic_write_json(obj, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")

@@ -196,13 +196,7 @@ def main(argv=None) -> int:
     }
     with atomic_path(args.output.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
-    if args.docs.is_file():
-        text = args.docs.read_text()
-        if MARK_BEGIN in text and MARK_END in text:
-            head, rest = text.split(MARK_BEGIN, 1)
-            _, tail = rest.split(MARK_END, 1)
-            with atomic_path(args.docs) as tmp:
-                tmp.write_text(head + MARK_BEGIN + "\n" + table + MARK_END + tail)
+    ru.replace_between_markers(args.docs, MARK_BEGIN, MARK_END, table)
     print(table)
     return 0
 

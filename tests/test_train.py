@@ -346,8 +346,9 @@ def test_checkpoints_load_without_unpickling_objects(tiny_model, tmp_path):
 def test_full_target_trains_the_whole_unet_and_infer_uses_it(tiny_model, tmp_path):
     """--lora_target full: the UNet is saved whole (every weight moved, no UNet LoRA keys),
     the text encoder keeps its LoRA, and infer.py samples with the fine-tuned UNet."""
-    import infer
     from diffusers import UNet2DConditionModel
+
+    import infer
 
     scene = make_scene(tmp_path / "scene")
     out = tmp_path / "out"

@@ -285,3 +285,15 @@ def test_run_main_maps_each_ending_to_one_exit_status(body, code, message, capsy
 def test_run_main_lets_other_errors_through():
     with pytest.raises(ZeroDivisionError):
         ru.run_main(lambda: 1 / 0, failed={_StageBroke: "{err}"})
+
+
+def test_replace_between_markers_rewrites_only_between_them(tmp_path):
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n<!-- b -->\nold table\n<!-- e -->\noutro\n")
+    assert ru.replace_between_markers(doc, "<!-- b -->", "<!-- e -->", "new | table\n")
+    assert doc.read_text() == "intro\n<!-- b -->\nnew | table\n<!-- e -->\noutro\n"
+    lacking = tmp_path / "other.md"
+    lacking.write_text("no markers here\n")
+    assert not ru.replace_between_markers(lacking, "<!-- b -->", "<!-- e -->", "x")
+    assert lacking.read_text() == "no markers here\n"
+    assert not ru.replace_between_markers(tmp_path / "missing.md", "<!-- b -->", "<!-- e -->", "x")
