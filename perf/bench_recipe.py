@@ -110,16 +110,21 @@ def render_scenes(folder: Path) -> list[Path]:
 
 def run(cmd: list, log: Path, done: Path | None = None) -> float:
     """Run one project script from the repository root (scene_engine.run_script), its output
-    to `log`; return its wall time (0 if `done` exists: a finished step of an earlier run is
-    reused, so an interrupted measurement resumes); stop on failure."""
+    to `log`; return its wall time, kept beside the log (a finished step of an earlier run, one
+    whose `done` exists, is reused with the time it took then, so an interrupted measurement
+    resumes; 0 where that time was not kept); stop on failure."""
+    timing = log.with_suffix(".seconds")
     if done is not None and done.is_file():
-        return 0.0
+        return float(timing.read_text()) if timing.is_file() else 0.0
     start = time.perf_counter()
     try:
         engine.run_script(cmd, log, cwd=ROOT)
     except engine.StageFailed as err:
         sys.exit(f"failed: {shlex.join(map(str, cmd))}\n{err}")
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    with ru.atomic_path(timing) as tmp:
+        tmp.write_text(f"{seconds:.1f}\n")
+    return seconds
 
 
 def mean_over(table: dict, name: str, scenes: list[Path], metric: str) -> float:
