@@ -776,16 +776,10 @@ def save_lora(output_dir: str | os.PathLike, unet, text_encoder) -> Path:
 
 def save_full_unet(output_dir: str | os.PathLike, unet) -> Path:
     """Write a UNet trained whole (--lora_target full) to <output_dir>/unet as an ordinary
-    diffusers model folder, atomically (written beside, then renamed into place)."""
-    import shutil
-
+    diffusers model folder, atomically (written to a temporary sibling, then renamed)."""
     final = Path(output_dir) / FULL_UNET_DIR
-    partial = final.with_name(f".{final.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)  # our own leftover from an interrupted save
-    unet.save_pretrained(partial)
-    if final.exists():
-        shutil.rmtree(final)  # this run's own earlier save (the caller owns the folder)
-    partial.rename(final)
+    with atomic_path(final, is_dir=True) as tmp:
+        unet.save_pretrained(tmp)
     return final
 
 
@@ -827,7 +821,7 @@ class Recipe:
         LORA_TARGET,
         "UNet layers that get LoRA: the attention projections (the paper's), or those plus "
         "convolutions and feed-forward (more capacity for small bases); full: train the whole "
-        "UNet, no UNet LoRA (tiny bases)",
+        "UNet, no UNet LoRA (tiny bases; on SD2 each checkpoint holds the UNet and Adam state)",
     )
     noise_offset: float = _setting(
         0.0,

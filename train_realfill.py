@@ -2,8 +2,9 @@
 
 The references in `<scene>/ref/` and the known part of `<scene>/target/target.png` are learnt
 with random masks; the target's hole (white in `target/mask.png`) never contributes. The output
-folder gets `pytorch_lora_weights.safetensors` (loadable by any diffusers inpainting pipeline)
-and `realfill_settings.json`, which `infer.py --model_path` reads.
+folder gets `pytorch_lora_weights.safetensors` (loadable by any diffusers inpainting pipeline;
+with --lora_target full, the whole fine-tuned UNet in `unet/` too) and `realfill_settings.json`,
+which `infer.py --model_path` reads.
 
     accelerate launch train_realfill.py --train_data_dir data/Custom/1 --output_dir runs/1-model
     python train_realfill.py --pretrained_model_name_or_path models/tiny-sd2-inpainting \\
@@ -522,7 +523,9 @@ def train(args: argparse.Namespace, checked: tuple | None = None) -> Path:
         unet, text_encoder, args.lora_rank, args.lora_alpha, args.lora_dropout, args.lora_target
     )
     vae.to(device, weight_dtype, memory_format=torch.channels_last)  # 2x faster encode on CPU
-    unet.to(device, weight_dtype)
+    # a UNet trained whole keeps fp32 master weights (autocast computes in weight_dtype), so
+    # its starting point is not the base rounded to half precision
+    unet.to(device, torch.float32 if args.lora_target == ru.FULL_TARGET else weight_dtype)
     text_encoder.to(device, weight_dtype)
     cast_training_params([unet, text_encoder], dtype=torch.float32)  # LoRA weights stay fp32
     if args.enable_xformers_memory_efficient_attention:
@@ -633,7 +636,11 @@ def train(args: argparse.Namespace, checked: tuple | None = None) -> Path:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         export(args, lora_models)
-        print(f"LoRA written to {args.output_dir / ru.LORA_FILE}")
+        full = args.lora_target == ru.FULL_TARGET
+        print(
+            f"LoRA written to {args.output_dir / ru.LORA_FILE}"
+            + (f", the fine-tuned UNet to {args.output_dir / ru.FULL_UNET_DIR}" if full else "")
+        )
         if args.push_to_hub:
             print(f"uploaded to {push_to_hub(args)}")
     accelerator.end_training()
@@ -684,7 +691,7 @@ def export(args, lora_models) -> None:
     """Write the LoRA file (and a UNet trained whole), optionally a merged pipeline, then the
     settings file (last, so its presence means the run finished)."""
     full = args.lora_target == ru.FULL_TARGET
-    if full:
+    if full and not args.save_merged_pipeline:  # a merged pipeline writes the same unet/
         ru.save_full_unet(args.output_dir, lora_models["unet"])
     ru.save_lora(args.output_dir, lora_models["unet"], lora_models["text_encoder"])
     base = Path(args.pretrained_model_name_or_path).expanduser()
@@ -792,7 +799,7 @@ def push_to_hub(args) -> str:
         repo_id=repo_id,
         folder_path=args.output_dir,
         commit_message="RealFill LoRA",
-        allow_patterns=[ru.LORA_FILE, ru.SETTINGS_FILE, MODEL_CARD],
+        allow_patterns=[ru.LORA_FILE, ru.SETTINGS_FILE, MODEL_CARD, f"{ru.FULL_UNET_DIR}/*"],
     )
     return f"https://huggingface.co/{repo_id}"
 
