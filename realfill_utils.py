@@ -695,7 +695,8 @@ TEXT_LORA_MODULES = ["q_proj", "k_proj", "v_proj", "out_proj"]
 # the transformer blocks' projections and feed-forward and the ResNet convolutions, which lets a
 # scene's colours and textures, not only its layout, move into the adapter. "full" trains every
 # UNet weight instead (no UNet LoRA; the fine-tuned UNet is saved whole in FULL_UNET_DIR, the
-# text encoder keeps its LoRA): the most capacity, for tiny bases; on SD2 it needs ~4x the memory.
+# text encoder keeps its LoRA): the most capacity, for tiny bases; on SD2 the UNet's fp32
+# weights, gradients and Adam state cost far more memory than LoRA (not measured here).
 FULL_TARGET = "full"
 FULL_UNET_DIR = "unet"  # where a --lora_target full run keeps its UNet, as a diffusers model
 LORA_TARGETS = {
