@@ -106,16 +106,57 @@ def test_training_script_writes_a_loadable_pipeline_atomically(tmp_path, steps):
     out = tmp_path / "toy"
     checkpoints = tmp_path / "checkpoints"
     ttm.main([
-        "--vae_steps", str(steps), "--unet_steps", str(steps), "--output_dir", str(out),
-        "--checkpoint_dir", str(checkpoints),
+        "--vae_steps", str(steps), "--decoder_steps", str(steps), "--unet_steps", str(steps),
+        "--output_dir", str(out), "--checkpoint_dir", str(checkpoints),
     ])  # fmt: skip
     components = ru.load_components(out)
     assert len(components.tokenizer) == 49408
     record = json.loads((out / ttm.RECORD_FILE).read_text())
-    assert record["vae_steps"] == steps and record["unet_steps"] == steps
+    assert record["vae_steps"] == record["decoder_steps"] == record["unet_steps"] == steps
+    assert len(record["runs"]) == 1
     assert components.vae.config.scaling_factor == record["vae_scaling_factor"] == 1.0
     assert components.scheduler_config["prediction_type"] == "v_prediction"
     for key in ("colour_swap_probe", "small_hole_inpainting", "vae_colour_error_levels_rgb"):
         assert key in record
     # nothing but the finished folder is left beside it: the checkpoint is removed when done
     assert sorted(p.name for p in tmp_path.iterdir()) == ["toy"]
+
+
+def test_continuing_a_trained_folder_refines_the_decoder_and_keeps_the_latents(tmp_path):
+    """--init_from with --unet_steps 0: only the decoder moves, so the encoder's latents (what
+    the UNet was trained on) and the UNet stay exactly as they were; the record keeps the
+    parent's runs and adds this one."""
+    import torch
+
+    parent, child = tmp_path / "parent", tmp_path / "child"
+    common = ["--checkpoint_dir", str(tmp_path / "checkpoints"), "--skip_measurements"]
+    ttm.main(["--vae_steps", "2", "--decoder_steps", "0", "--unet_steps", "2",
+              "--output_dir", str(parent), *common])  # fmt: skip
+    ttm.main(["--init_from", str(parent), "--decoder_steps", "3", "--unet_steps", "0",
+              "--output_dir", str(child), *common])  # fmt: skip
+    before, after = ru.load_components(parent), ru.load_components(child)
+    image = ttm.TrainingImages(32).sample(2, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        latents = [c.vae.encode(image).latent_dist.mode() for c in (before, after)]
+    assert torch.equal(*latents)
+    for name, weight in before.unet.state_dict().items():
+        assert torch.equal(weight, after.unet.state_dict()[name]), name
+    decoders = before.vae.decoder.state_dict(), after.vae.decoder.state_dict()
+    assert any(not torch.equal(decoders[0][k], decoders[1][k]) for k in decoders[0])
+    parent_record = json.loads((parent / ttm.RECORD_FILE).read_text())
+    record = json.loads((child / ttm.RECORD_FILE).read_text())
+    assert [r["command"] for r in record["runs"][:1]] == [parent_record["command"]]
+    assert len(record["runs"]) == 2 and "--init_from" in record["runs"][1]["command"]
+    assert record["decoder_steps"] == 3 and record["unet_steps"] == 2
+    assert record["vae_steps"] == parent_record["vae_steps"] == 2
+
+
+def test_recolouring_turns_hues_and_keeps_brightness():
+    import torch
+
+    images = ttm.TrainingImages(16).sample(64, torch.Generator().manual_seed(0)) * 0.5
+    turned = ttm.recolour(images, torch.Generator().manual_seed(1))
+    changed = (turned - images).abs().flatten(1).amax(1) > 1e-3
+    assert 0.25 < changed.float().mean() < 0.75  # about half the images are recoloured
+    # turning about the grey axis and scaling saturation keeps each pixel's channel mean
+    assert torch.allclose(turned.mean(1), images.mean(1), atol=1e-5)
