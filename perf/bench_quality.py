@@ -286,64 +286,56 @@ def scene_kinds(scenes: list[str]) -> dict[str, str]:
     return {s: kinds.get(s, "flat") for s in scenes}
 
 
-def write_results(
-    name: str, args, scenes: list[str], table: dict, references: dict, records: dict
-) -> Path:
-    """perf/results/<name>.json (everything) and .md (the tables and the verdicts)."""
-    variants = {
-        "untuned": "un-tuned base",
-        "": "RealFill",
-        "refill": "ReFill",
-        "geo": "geometry-guided RealFill",
+VARIANTS = {  # result-folder suffix -> label, in the tables' order
+    "untuned": "un-tuned base",
+    "": "RealFill",
+    "refill": "ReFill",
+    "geo": "geometry-guided RealFill",
+}
+PER_SCENE_ROWS = {"mean": "mean colour", "telea": "Telea", "warp": "warp fill",
+                  "vae_ceiling": "VAE ceiling"}  # fmt: skip
+
+
+def cell(psnr: float, ssim: float) -> str:
+    return f"{psnr:.2f} / {ssim:.3f}"
+
+
+def verdict(ok: bool) -> str:
+    return "**met**" if ok else "**not met**"
+
+
+def method_means(group: list[str], table: dict, references: dict) -> tuple[dict, dict]:
+    """Mean (PSNR, SSIM) over `group` of each reference row, and of each (variant, drop)."""
+    ref = {
+        row: (
+            mean(references[(s, row)]["PSNR"] for s in group),
+            mean(references[(s, row)]["SSIM"] for s in group),
+        )
+        for row in REFERENCE_ROWS
     }
-    kinds = scene_kinds(scenes)
+    ours = {
+        (v, d): (
+            mean(table[(s, v)]["PSNR"][d] for s in group),
+            mean(table[(s, v)]["SSIM"][d] for s in group),
+        )
+        for v in VARIANTS
+        for d in DROP_RATES
+    }
+    return ref, ours
+
+
+def method_tables(scenes: list[str], kinds: dict, table: dict, references, records) -> list:
+    """One table per group (the flat scenes together, each other scene alone): every method
+    by seed-selection drop rate."""
     flat = [s for s in scenes if kinds[s] == "flat"]
-    recipe = " ".join(ru.recipe_flags(args.recipe)) or "train_realfill.py's defaults"
-
-    def cell(psnr: float, ssim: float) -> str:
-        return f"{psnr:.2f} / {ssim:.3f}"
-
-    def method_means(group: list[str]) -> tuple[dict, dict]:
-        ref = {
-            row: (
-                mean(references[(s, row)]["PSNR"] for s in group),
-                mean(references[(s, row)]["SSIM"] for s in group),
-            )
-            for row in REFERENCE_ROWS
-        }
-        ours = {
-            (v, d): (
-                mean(table[(s, v)]["PSNR"][d] for s in group),
-                mean(table[(s, v)]["SSIM"][d] for s in group),
-            )
-            for v in variants
-            for d in DROP_RATES
-        }
-        return ref, ours
-
-    lines = [
-        f"# Quality gate ({name})",
-        "",
-        f"Command: `{' '.join(['python perf/bench_quality.py', *sys.argv[1:]])}`",
-        "",
-        f"Base model: `{Path(args.base_model).name}`; scenes: "
-        + ", ".join(f"{s} ({kinds[s]})" for s in scenes)
-        + f"; {args.num_images} completions each at {args.resolution} px, DDPM 200 unless "
-        f"named; RealFill trained {args.max_train_steps} steps at batch 16 with `{recipe}`; "
-        f"geometry-guided RealFill starts from the warp fill noised to strength {args.strength} "
-        "and pulls each completion towards it per pixel by inverse-variance weighting (the "
-        "warp's expected error against the completions' spread: geometry.fuse); "
-        "SIFT ranking for seed selection. Scores: masked PSNR (dB) / masked SSIM inside the "
-        "hole against gt.png at its own size. The reference fills are deterministic (one "
-        "image per scene, no seed selection).",
-    ]
     groups = [("the flat scenes", flat)] + [
         (f"{s} ({kinds[s]})", [s]) for s in scenes if kinds[s] != "flat"
     ]
+    lines = []
     for title, group in groups:
         if not group:
             continue
-        ref, ours = method_means(group)
+        ref, ours = method_means(group, table, references)
         lines += [
             "",
             f"## All methods on {title}, by seed-selection drop rate"
@@ -354,18 +346,22 @@ def write_results(
         ]
         for row, label in REFERENCE_ROWS.items():
             lines.append(f"| {label} | {cell(*ref[row])} |" + " |" * (len(DROP_RATES) - 1))
-        for variant, label in variants.items():
+        for variant, label in VARIANTS.items():
             cells = [cell(*ours[(variant, d)]) for d in DROP_RATES]
             if variant == "refill" and any(records[s][""]["refill_note"] for s in group):
                 label += " (round 1 where it did not run: see the notes)"
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
 
-    def verdict(ok: bool) -> str:
-        return "**met**" if ok else "**not met**"
 
+def gate_goals(
+    scenes: list[str], kinds: dict, table: dict, references: dict, records: dict, num_images: int
+) -> tuple[dict, list[str]]:
+    """The issues' goals, each True/False, and a line per goal with its figure and verdict."""
     goals, notes = {}, []
+    flat = [s for s in scenes if kinds[s] == "flat"]
     if flat:
-        ref, ours = method_means(flat)
+        ref, ours = method_means(flat, table, references)
         gain = ours[("", 0.0)][0] - ours[("untuned", 0.0)][0]
         ssim_gain = ours[("", 0.0)][1] - ours[("untuned", 0.0)][1]
         beaten = {
@@ -386,7 +382,7 @@ def write_results(
         }
         missed = [s for s, ok in beaten.items() if not ok]
         notes += [
-            f"- RealFill minus un-tuned on the flat scenes, all {args.num_images} kept: "
+            f"- RealFill minus un-tuned on the flat scenes, all {num_images} kept: "
             f"{gain:+.2f} dB PSNR, {ssim_gain:+.3f} SSIM (goal: at least +{GOAL_PSNR_GAIN:.0f} "
             f"dB and better SSIM): {verdict(goals['psnr_gain'])}.",
             "- RealFill (all kept) beats the mean-colour fill and Telea in PSNR and SSIM on "
@@ -401,9 +397,9 @@ def write_results(
         ]
     for s in scenes:
         geo = table[(s, "geo")]["PSNR"][0.0]
+        over_realfill = geo - table[(s, "")]["PSNR"][0.0]
         if kinds[s] == "parallax":
             over_warp = geo - references[(s, "warp")]["PSNR"]
-            over_realfill = geo - table[(s, "")]["PSNR"][0.0]
             goals[f"geo_parallax_{s}"] = over_warp >= 1.0 and over_realfill >= 1.0
             notes.append(
                 f"- {s} (parallax): geometry-guided RealFill minus the warp fill {over_warp:+.2f} "
@@ -419,7 +415,6 @@ def write_results(
                 if covered < MIN_PRIOR_COVERAGE
                 else f"- {s}: the references cover {covered:.0%} of the hole."
             )
-            over_realfill = geo - table[(s, "")]["PSNR"][0.0]
             goals[f"geo_unseen_{s}"] = over_realfill >= 0
             notes.append(
                 f"- {s} (no reference sees the hole): geometry-guided RealFill minus RealFill "
@@ -433,24 +428,29 @@ def write_results(
                 f'"{records[s][""]["refill_note"].removeprefix("error: ")}"), so its ReFill '
                 "row is round 1's result, which is what a user keeps."
             )
-    lines += ["", "## Goals", "", *notes]
-    per_scene_rows = ("mean", "telea", "warp", "vae_ceiling")
-    lines += [
+    return goals, notes
+
+
+def per_scene_table(scenes: list[str], table: dict, references: dict) -> list[str]:
+    lines = [
         "",
         "## Per scene (all completions kept)",
         "",
-        "| scene | "
-        + " | ".join([*variants.values(), "mean colour", "Telea", "warp fill", "VAE ceiling"])
-        + " |",
-        "|---|" + "---|" * (len(variants) + len(per_scene_rows)),
+        "| scene | " + " | ".join([*VARIANTS.values(), *PER_SCENE_ROWS.values()]) + " |",
+        "|---|" + "---|" * (len(VARIANTS) + len(PER_SCENE_ROWS)),
     ]
     for s in scenes:
-        cells = [cell(table[(s, v)]["PSNR"][0.0], table[(s, v)]["SSIM"][0.0]) for v in variants]
+        cells = [cell(table[(s, v)]["PSNR"][0.0], table[(s, v)]["SSIM"][0.0]) for v in VARIANTS]
         cells += [
-            cell(references[(s, r)]["PSNR"], references[(s, r)]["SSIM"]) for r in per_scene_rows
+            cell(references[(s, r)]["PSNR"], references[(s, r)]["SSIM"]) for r in PER_SCENE_ROWS
         ]
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
-    lines += [
+    return lines
+
+
+def timing_lines(scenes: list[str], args, table: dict, references: dict, records) -> list:
+    """The samplers' table (quality against generation time) and the time each method adds."""
+    lines = [
         "",
         "## Samplers on the RealFill model (all completions kept, all scenes)",
         "",
@@ -477,7 +477,7 @@ def write_results(
         return f"{mean(values):.{digits}f} s"
 
     geo_time = mean(records[s]["geo"]["timings"]["generate_s"] for s in scenes)
-    lines += [
+    return lines + [
         "",
         f"Time per scene (mean): RealFill training and completions (with the ReFill round "
         f"where it ran) {seconds_of('refill_seconds', 0)}; "
@@ -491,7 +491,37 @@ def write_results(
         )
         + ".",
     ]
-    md = ROOT / "perf" / "results" / f"{name}.md"
+
+
+def write_results(
+    name: str, args, scenes: list[str], table: dict, references: dict, records: dict,
+    results_dir: Path = ROOT / "perf" / "results",
+) -> Path:  # fmt: skip
+    """<results_dir>/<name>.json (everything) and .md (the tables and the verdicts)."""
+    kinds = scene_kinds(scenes)
+    recipe = " ".join(ru.recipe_flags(args.recipe)) or "train_realfill.py's defaults"
+    lines = [
+        f"# Quality gate ({name})",
+        "",
+        f"Command: `{' '.join(['python perf/bench_quality.py', *sys.argv[1:]])}`",
+        "",
+        f"Base model: `{Path(args.base_model).name}`; scenes: "
+        + ", ".join(f"{s} ({kinds[s]})" for s in scenes)
+        + f"; {args.num_images} completions each at {args.resolution} px, DDPM 200 unless "
+        f"named; RealFill trained {args.max_train_steps} steps at batch 16 with `{recipe}`; "
+        f"geometry-guided RealFill starts from the warp fill noised to strength {args.strength} "
+        "and pulls each completion towards it per pixel by inverse-variance weighting (the "
+        "warp's expected error against the completions' spread: geometry.fuse); "
+        "SIFT ranking for seed selection. Scores: masked PSNR (dB) / masked SSIM inside the "
+        "hole against gt.png at its own size. The reference fills are deterministic (one "
+        "image per scene, no seed selection).",
+    ]
+    lines += method_tables(scenes, kinds, table, references, records)
+    goals, notes = gate_goals(scenes, kinds, table, references, records, args.num_images)
+    lines += ["", "## Goals", "", *notes]
+    lines += per_scene_table(scenes, table, references)
+    lines += timing_lines(scenes, args, table, references, records)
+    md = Path(results_dir) / f"{name}.md"
     ru.atomic_write_json(
         {
             "command": sys.argv,

@@ -1,0 +1,107 @@
+"""The quality gate's verdicts (perf/bench_quality.py) follow its figures: a goal is met when
+and only when the numbers say so, and the files are written where they are asked for."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "perf"))
+
+import bench_quality as bq  # noqa: E402
+
+from benchmark.suite import DROP_RATES  # noqa: E402
+
+SCENES = ["Custom-1", "Custom-4", "Custom-5"]  # flat, parallax, unseen (data/scenes.json)
+
+
+def scores(psnr: float, ssim: float, drop_gain: float = 0.0) -> dict:
+    """A variant's seed-selection table: the same at every drop rate but 75%."""
+    return {
+        "PSNR": {d: psnr + (drop_gain if d == 0.75 else 0.0) for d in DROP_RATES},
+        "SSIM": {d: ssim for d in DROP_RATES},
+    }
+
+
+def gate(realfill=15.0, untuned=11.0, geo=(20.0, 21.0, 12.0), telea=12.0, warp=19.0):
+    """Tables where RealFill scores `realfill` everywhere and the geometry-guided variant
+    `geo` per scene; Telea and the mean fill `telea`, the warp fill `warp`."""
+    table, references = {}, {}
+    for s, geo_psnr in zip(SCENES, geo, strict=True):
+        table[(s, "")] = scores(realfill, 0.4, drop_gain=0.1)
+        table[(s, "untuned")] = scores(untuned, 0.2)
+        table[(s, "refill")] = scores(realfill, 0.4)
+        table[(s, "geo")] = scores(geo_psnr, 0.5)
+        for variant in ("dpmpp25", "dpmpp50"):
+            table[(s, variant)] = scores(realfill, 0.4)
+        for row in bq.REFERENCE_ROWS:
+            psnr = warp if row == "warp" else telea
+            references[(s, row)] = {"PSNR": psnr, "SSIM": 0.3, "seconds": 0.1}
+    records = {
+        s: {
+            v: {"timings": {"generate_s": 2.0}}
+            for v in ("", "untuned", "refill", "geo", "dpmpp25", "dpmpp50")
+        }
+        for s in SCENES
+    }
+    for s in SCENES:
+        records[s][""].update(
+            refill_note=None, refill_seconds=60.0, warp_seconds=1.0, hole_covered_by_references=0
+        )
+    return table, references, records
+
+
+def goals_of(**kwargs) -> dict:
+    table, references, records = gate(**kwargs)
+    kinds = bq.scene_kinds(SCENES)
+    assert kinds == {"Custom-1": "flat", "Custom-4": "parallax", "Custom-5": "unseen"}
+    return bq.gate_goals(SCENES, kinds, table, references, records, 16)[0]
+
+
+def test_goals_are_met_exactly_when_the_figures_clear_them():
+    met = goals_of()
+    assert met == {
+        "psnr_gain": True,  # +4 dB and better SSIM
+        "beats_simple_fills": True,
+        "seed_selection": True,
+        "geo_near_warp_on_flat": True,  # +1 dB over the warp
+        "geo_parallax_Custom-4": True,  # +2 over the warp, +6 over RealFill
+        "geo_unseen_Custom-5": False,  # 12 < 15: worse than RealFill
+    }
+    missed = goals_of(realfill=13.0, untuned=11.0, telea=13.5, geo=(17.9, 13.5, 13.0))
+    assert missed == {
+        "psnr_gain": False,  # +2 dB only
+        "beats_simple_fills": False,  # below Telea
+        "seed_selection": True,
+        "geo_near_warp_on_flat": False,  # 1.1 dB under the warp
+        "geo_parallax_Custom-4": False,  # +0.5 over RealFill only
+        "geo_unseen_Custom-5": True,
+    }
+
+
+def test_results_go_where_asked_and_the_docs_summary_keeps_the_geometry_goals(tmp_path):
+    table, references, records = gate()
+    args = types.SimpleNamespace(
+        recipe={}, base_model="toy", num_images=16, resolution=64, max_train_steps=10,
+        strength=0.4,
+    )  # fmt: skip
+    md = bq.write_results("gate", args, SCENES, table, references, records, results_dir=tmp_path)
+    assert md == tmp_path / "gate.md"
+    assert json.loads(md.with_suffix(".json").read_text())["goals_met"]["psnr_gain"] is True
+    text = md.read_text()
+    for s in SCENES:
+        assert f"| {s} | " in text  # a per-scene row each
+    summary = bq.geometry_summary(md)
+    assert "Custom-4 (parallax)" in summary and "**not met**" in summary  # the unseen goal
+    assert "RealFill minus un-tuned" not in summary  # only the geometry goals
+
+
+@pytest.mark.parametrize("kind", ["parallax", "unseen"])
+def test_scene_kinds_come_from_the_manifest(kind):
+    manifest = json.loads((ROOT / "data" / "scenes.json").read_text())["scenes"]
+    assert kind in bq.scene_kinds([e["scene"].replace("/", "-") for e in manifest]).values()
