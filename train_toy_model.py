@@ -62,12 +62,13 @@ if TYPE_CHECKING:  # torch is imported where it is used, so that --help answers 
 RESOLUTION = 64  # px: the demo's resolution; the UNet trains at it, the VAE is checked at it
 VAE_CROP = 32  # px: the VAE is fully convolutional, so it trains on small crops, 4x cheaper
 VAE_STEPS = 4000
-DECODER_STEPS = 1500
+DECODER_STEPS = 1500  # the committed decoder's steps in all (600 + 900, two continuations)
 UNET_STEPS = 6000
 BATCH_SIZE = 16
 VAE_LR = 1e-3
 DECODER_LR = 2e-4  # a refinement of a trained decoder
-COLOUR_WEIGHT = 1.0  # of the loss on 8 x 8 px mean colours, beside the per-pixel loss
+COLOUR_POOL = 8  # px: the decoder stage's colour loss compares means over these squares
+COLOUR_WEIGHT = 1.0  # of that loss, beside the per-pixel loss
 UNET_LR = 1e-3
 KL_WEIGHT = 1e-6  # as Stable Diffusion's VAE: latents stay close to deterministic codes
 PROCEDURAL_FRACTION = 0.5  # of each batch; the rest are crops of the reserved photos
@@ -81,6 +82,7 @@ TRAINING_FIELDS = (
 )
 ROOT = Path(__file__).resolve().parent
 CHECKPOINT_DIR = ROOT / "runs" / "toy-model-checkpoint"
+STEP_KEYS = {"vae_steps": "VAE", "decoder_steps": "decoder", "unet_steps": "UNet"}  # per run
 DOCS = ROOT / "docs" / "toy_model.md"  # its measured part is written from the committed record
 DOCS_BEGIN = "<!-- toy model record: written by train_toy_model.py from toy_model.json -->"
 DOCS_END = "<!-- end of toy model record -->"
@@ -400,7 +402,8 @@ def cosine_lr(optimizer, steps: int, warmup: int):
 class Checkpoint:
     """One file holding the whole run's state, replaced atomically every CHECKPOINT_EVERY steps.
 
-    A run resumes from it only if it was made with the same seed and step counts."""
+    A run resumes from it only if it was made with the same seed, step counts and --init_from
+    folder."""
 
     def __init__(self, folder: Path, args: argparse.Namespace):
         self.path = folder / "checkpoint.pt"
@@ -409,7 +412,7 @@ class Checkpoint:
             "vae_steps": args.vae_steps,
             "decoder_steps": args.decoder_steps,
             "unet_steps": args.unet_steps,
-            "init_from": str(args.init_from) if args.init_from else None,
+            "init_from": str(args.init_from.resolve()) if args.init_from else None,
         }
 
     def load(self) -> dict | None:
@@ -449,12 +452,14 @@ def run_stage(name, model, loss_fn, steps, lr, warmup, state, checkpoint, genera
     )
     schedule = cosine_lr(optimizer, steps, warmup=min(warmup, steps // 10))
     curve = state.get(f"{name}_curve", [])
+    if state.get("stage") == name and "generator" in state:
+        # the random state where the run stopped: in this stage, or at its start
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
     if state.get("stage") == name and state.get("step", 0):
         model.load_state_dict(state[f"{name}_model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
         log(f"{name}: resumed at step {state['step']}")
     first = state["step"] + 1 if state.get("stage") == name else 1
     model.train()
@@ -505,9 +510,10 @@ def vae_loss_fn(vae, data: TrainingImages, generator: torch.Generator):
 
 
 def recolour(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Half of the images (in [-1, 1]) with their hue turned by a random angle about the grey
-    axis and their saturation scaled by 0.6-1.8: colours for the decoder stage that the training
-    images rarely hold (saturated oranges, browns), with the same shapes and brightness."""
+    """Each image (in [-1, 1]) with p = 0.5 has its hue turned by a random angle about the grey
+    axis and its saturation scaled by 0.6-1.8: colours for the decoder stage that the training
+    images rarely hold (saturated oranges, browns), with the same shapes and, but where the
+    result is clipped to [-1, 1], the same brightness."""
     import torch
 
     n = images.shape[0]
@@ -526,7 +532,7 @@ def recolour(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 def decoder_loss_fn(vae, data: TrainingImages, generator: torch.Generator):
     """The decoder stage: per-pixel reconstruction of recoloured images from the frozen
-    encoder's latents, plus COLOUR_WEIGHT times the error of their 8 x 8 px mean colours."""
+    encoder's latents, plus COLOUR_WEIGHT times the error of their COLOUR_POOL-px mean colours."""
     import torch
     import torch.nn.functional as F
 
@@ -535,7 +541,7 @@ def decoder_loss_fn(vae, data: TrainingImages, generator: torch.Generator):
         with torch.no_grad():
             latents = vae.encode(images).latent_dist.sample(generator=generator)
         decoded = vae.decode(latents).sample
-        means = F.l1_loss(F.avg_pool2d(decoded, 8), F.avg_pool2d(images, 8))
+        means = F.l1_loss(F.avg_pool2d(decoded, COLOUR_POOL), F.avg_pool2d(images, COLOUR_POOL))
         return F.l1_loss(decoded, images) + F.mse_loss(decoded, images) + COLOUR_WEIGHT * means
 
     return loss
@@ -738,7 +744,14 @@ def docs_section(record: dict) -> str:
     first = {"command": record["command"], "seconds": record["total_seconds"]}
     runs = record.get("runs") or [first]
     seconds = record.get("total_seconds_all_runs", record["total_seconds"])
-    made = "; then ".join(f"`{r['command']}` ({r['seconds']:.0f} s)" for r in runs)
+
+    def one_run(run: dict) -> str:
+        steps = [f"{run[k]:,} {label} steps" for k, label in STEP_KEYS.items() if k in run]
+        seconds = f"{run['seconds']:.0f} s"
+        return f"`{run['command']}` ({', '.join([*steps, seconds])})"
+
+    made = "; then ".join(one_run(r) for r in runs)
+    measured = record.get("measured_with")
     cast = " / ".join(f"{v:+.2f}" for v in record["vae_colour_error_levels_rgb"])
     worst = max(abs(v) for v in record["vae_colour_error_levels_rgb"])
     vae_db = record["vae_psnr_db_mean"]
@@ -749,11 +762,12 @@ def docs_section(record: dict) -> str:
     ]
     met = "met" if hole["toy_model_psnr_db"] >= hole["telea_psnr_db"] else "**not met**"
     return "\n".join([
-        f"- **Made by:** {made}; {seconds:.0f} s in all on a "
+        f"- **Made by:** {made}; {seconds:.0f} s in all, the last run on an "
         f"{record['machine'].split(',')[0]} machine with "
         f"{record['torch_threads']} threads ({record['vae_steps']:,} VAE steps, "
         f"{record.get('decoder_steps', 0):,} decoder steps, {record['unet_steps']:,} UNet steps, "
-        f"batch {record['batch_size']}). Re-measured by `{record.get('measured_with', '-')}`.",
+        f"batch {record['batch_size']})."
+        + (f" Re-measured by `{measured}`." if measured else ""),
         f"- **VAE reconstruction:** **{vae_db:.2f} dB** mean PSNR on the held-out images "
         f"(goal: 23 dB; {'met' if vae_db >= 23 else '**not met**'}), "
         f"{record['vae_psnr_db_mean_at_2x_resolution']:.2f} dB at {2 * record['resolution']} px. "
@@ -882,7 +896,7 @@ def train_toy_model(args: argparse.Namespace) -> dict:
         state["latent_statistics"] = normalise_latents(vae, data, generator)
         state.update(
             vae_done=True, vae_final=vae.state_dict(), vae_seconds=elapsed(), stage="decoder",
-            step=0,
+            step=0, generator=generator.get_state(), torch_rng=torch.get_rng_state(),
         )  # fmt: skip
         state.pop("vae_model", None)
         checkpoint.save({k: v for k, v in state.items() if k != "start"})
@@ -900,7 +914,8 @@ def train_toy_model(args: argparse.Namespace) -> dict:
         )  # fmt: skip
         state.update(
             vae_done=True, decoder_done=True, vae_final=vae.state_dict(),
-            decoder_seconds=elapsed(), stage="unet", step=0,
+            decoder_seconds=elapsed(), stage="unet", step=0, generator=generator.get_state(),
+            torch_rng=torch.get_rng_state(),
         )  # fmt: skip
         state.pop("decoder_model", None)
         checkpoint.save({k: v for k, v in state.items() if k != "start"})
@@ -950,6 +965,7 @@ def training_record(args, state: dict, parent: dict | None, command, unet_curve,
 
     this_run = {
         "command": command,
+        "seed": args.seed,
         "decoder_steps": args.decoder_steps,
         "unet_steps": args.unet_steps,
     }
@@ -1031,6 +1047,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = p.parse_args(argv)
+    if args.init_from and not (args.init_from / RECORD_FILE).is_file():
+        p.error(
+            f"--init_from {args.init_from}: no {RECORD_FILE} there; pass a folder that "
+            "train_toy_model.py wrote (e.g. models/toy-sd2-inpainting)"
+        )
     args.command = "python " + shlex.join([Path(__file__).name, *argv])  # for the record
     return args
 

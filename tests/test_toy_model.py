@@ -160,3 +160,52 @@ def test_recolouring_turns_hues_and_keeps_brightness():
     assert 0.25 < changed.float().mean() < 0.75  # about half the images are recoloured
     # turning about the grey axis and scaling saturation keeps each pixel's channel mean
     assert torch.allclose(turned.mean(1), images.mean(1), atol=1e-5)
+
+
+def test_docs_carry_the_committed_record():
+    """docs/toy_model.md's measured part is what docs_section makes of the committed record."""
+    record = json.loads((ru.TOY_MODEL / ttm.RECORD_FILE).read_text())
+    text = ttm.DOCS.read_text()
+    block = text.split(ttm.DOCS_BEGIN, 1)[1].split(ttm.DOCS_END, 1)[0]
+    assert block.strip() == ttm.docs_section(record).strip()
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    """Killed in the decoder stage (after a checkpoint) and again at the UNet stage's start,
+    then started again: the same weights as a run never interrupted."""
+    import torch
+
+    common = ["--vae_steps", "1", "--decoder_steps", "2", "--unet_steps", "1",
+              "--skip_measurements", "--checkpoint_dir", str(tmp_path / "checkpoints")]  # fmt: skip
+    monkeypatch.setattr(ttm, "CHECKPOINT_EVERY", 1)
+    assert ttm.main([*common, "--output_dir", str(tmp_path / "whole")]) == 0
+
+    def stop_at(stage: str, call: int):
+        real = getattr(ttm, f"{stage}_loss_fn")
+
+        def loss_fn(*args):
+            loss, calls = real(*args), []
+
+            def counted():
+                calls.append(1)
+                if len(calls) == call:
+                    raise KeyboardInterrupt
+                return loss()
+
+            return counted
+
+        return loss_fn
+
+    resumed = ["--output_dir", str(tmp_path / "resumed")]
+    for stage, call in (("decoder", 2), ("unet", 1)):
+        with monkeypatch.context() as patch:
+            patch.setattr(ttm, f"{stage}_loss_fn", stop_at(stage, call))
+            assert ttm.main([*common, *resumed]) == ru.EXIT_INTERRUPTED
+        assert not (tmp_path / "resumed").exists()
+    assert ttm.main([*common, *resumed]) == 0
+    whole, again = (ru.load_components(tmp_path / name) for name in ("whole", "resumed"))
+    for model in ("vae", "unet"):
+        first, second = getattr(whole, model).state_dict(), getattr(again, model).state_dict()
+        for name, weight in first.items():  # equal but for float rounding: a lost step or
+            # a wrong random state (other images, other noise) moves weights by ~1e-4
+            assert torch.allclose(weight, second[name], rtol=0, atol=1e-6), f"{model}.{name}"
