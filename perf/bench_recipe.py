@@ -35,7 +35,7 @@ STEPS = 400
 NUM_IMAGES = 16
 INFER = {"scheduler": "dpmsolver++", "num_inference_steps": 25}
 COMMON = {"train_batch_size": 16, "lr_warmup_steps": 50, "text_encoder_learning_rate": 4e-5}
-CANDIDATES = {  # name -> train_realfill.py flags on top of COMMON
+CANDIDATES = {  # name -> train_realfill.py flags on top of COMMON (max_train_steps: STEPS)
     "attention+conv LoRA r16, 1e-3": {
         "lora_target": "attention+conv",
         "lora_rank": 16,
@@ -45,7 +45,15 @@ CANDIDATES = {  # name -> train_realfill.py flags on top of COMMON
     "full UNet, 1e-4": {"lora_target": "full", "unet_learning_rate": 1e-4},
     "full UNet, 3e-4": {"lora_target": "full", "unet_learning_rate": 3e-4},
     "full UNet, 1e-3": {"lora_target": "full", "unet_learning_rate": 1e-3},
-}
+    # shorter runs: what the demo's time (training is most of it) would cost in quality
+    "full UNet, 1e-3, 200 steps": {
+        "lora_target": "full", "unet_learning_rate": 1e-3, "max_train_steps": 200,
+    },
+    "full UNet, 1e-3, 100 steps": {
+        "lora_target": "full", "unet_learning_rate": 1e-3, "max_train_steps": 100,
+        "lr_warmup_steps": 25,
+    },
+}  # fmt: skip
 STRENGTHS = (0.4, 0.6, 0.8)  # --strength candidates for geometry-guided sampling
 VALIDATION_PHOTO = ("motorcycle_left", "motorcycle_left.png")
 
@@ -184,7 +192,7 @@ def main(argv=None) -> None:
     scenes = render_scenes(out / "scenes")  # the same bytes each time: reuse stays valid
     table, seconds = {}, {}
     for name, flags in CANDIDATES.items():
-        settings = {**COMMON, **flags}
+        settings = {**COMMON, "max_train_steps": args.max_train_steps, **flags}
         slug = "".join(c if c.isalnum() else "-" for c in name)
         for scene in scenes:
             model_dir = out / slug / f"{scene.name}-model"
@@ -193,8 +201,8 @@ def main(argv=None) -> None:
             train = run([
                 "train_realfill.py", "--pretrained_model_name_or_path",
                 args.base_model, "--train_data_dir", scene, "--output_dir", model_dir,
-                "--resolution", RESOLUTION, "--max_train_steps", args.max_train_steps,
-                "--report_to", "none", "--validation_steps", "0", "--checkpointing_steps", "0",
+                "--resolution", RESOLUTION, "--report_to", "none", "--validation_steps", "0",
+                "--checkpointing_steps", "0",
                 *ru.recipe_flags(settings),
             ], out / "logs" / f"{slug}-{scene.name}-train.log",
                model_dir / ru.SETTINGS_FILE)  # fmt: skip
@@ -244,9 +252,9 @@ def main(argv=None) -> None:
         f"Command: `{shlex.join(['python', 'perf/bench_recipe.py', *sys.argv[1:]])}`",
         "",
         f"Validation scenes rendered from scikit-image's `{VALIDATION_PHOTO[1]}` (used by no "
-        f"example scene and not by the toy model's training); {args.max_train_steps} steps at "
-        f"{RESOLUTION} px, batch 16; {NUM_IMAGES} completions, DPM-Solver++ 25; masked PSNR (dB) "
-        "/ SSIM inside the hole, mean over the completions.",
+        f"example scene and not by the toy model's training); {args.max_train_steps} steps "
+        f"unless named, at {RESOLUTION} px, batch 16; {NUM_IMAGES} completions, DPM-Solver++ "
+        "25; masked PSNR (dB) / SSIM inside the hole, mean over the completions.",
         "",
         "| setting | " + " | ".join(f"scene {s.name}" for s in scenes) + " | mean | train s |",
         "|---|" + "---|" * (len(scenes) + 2),
@@ -271,7 +279,8 @@ def main(argv=None) -> None:
     )
     lines += [
         "",
-        f"Chosen: **{best}**.",
+        f"Chosen: **{best}**"
+        + (" (not written to the model's folder: --no-write)." if args.no_write else "."),
         "",
         "## Geometry-guided sampling with the chosen setting (infer.py --prior_image)",
         "",
@@ -318,7 +327,7 @@ def main(argv=None) -> None:
                 "resolution": RESOLUTION,
                 "max_train_steps": args.max_train_steps,
                 **COMMON,
-                **CANDIDATES[best],
+                **CANDIDATES[best],  # its own max_train_steps, if it names one
             },
             "infer": {**INFER, "prior_strength": best_strength},
         }

@@ -101,39 +101,46 @@ def test_committed_toy_model_uses_a_schedule_that_hides_the_mean_colour():
     assert probe["psnr_to_truth_db"] > probe["psnr_to_swapped_db"]  # colour from the known part
 
 
-@pytest.mark.parametrize("steps", [2])
-def test_training_script_writes_a_loadable_pipeline_atomically(tmp_path, steps):
-    out = tmp_path / "toy"
-    checkpoints = tmp_path / "checkpoints"
-    ttm.main([
-        "--vae_steps", str(steps), "--decoder_steps", str(steps), "--unet_steps", str(steps),
-        "--output_dir", str(out), "--checkpoint_dir", str(checkpoints),
-    ])  # fmt: skip
+STEPS = {"--vae_steps": 1, "--decoder_steps": 2, "--unet_steps": 1}  # the smoke run's
+STEP_FLAGS = [str(x) for flag_value in STEPS.items() for x in flag_value]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One short training run from random weights, measured, shared by the tests below."""
+    root = tmp_path_factory.mktemp("toy-smoke")
+    code = ttm.main([*STEP_FLAGS, "--output_dir", str(root / "toy"),
+                     "--checkpoint_dir", str(root / "checkpoints")])  # fmt: skip
+    return code, root
+
+
+def test_training_script_writes_a_loadable_pipeline_atomically(smoke_run):
+    code, root = smoke_run
+    assert code == 0
+    # nothing but the finished folder is left beside it: the checkpoint is removed when done
+    assert sorted(p.name for p in root.iterdir()) == ["toy"]
+    out = root / "toy"
     components = ru.load_components(out)
     assert len(components.tokenizer) == 49408
     record = json.loads((out / ttm.RECORD_FILE).read_text())
-    assert record["vae_steps"] == record["decoder_steps"] == record["unet_steps"] == steps
+    assert [record[flag[2:]] for flag in STEPS] == list(STEPS.values())
     assert len(record["runs"]) == 1
     assert components.vae.config.scaling_factor == record["vae_scaling_factor"] == 1.0
     assert components.scheduler_config["prediction_type"] == "v_prediction"
     for key in ("colour_swap_probe", "small_hole_inpainting", "vae_colour_error_levels_rgb"):
         assert key in record
-    # nothing but the finished folder is left beside it: the checkpoint is removed when done
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy"]
 
 
-def test_continuing_a_trained_folder_refines_the_decoder_and_keeps_the_latents(tmp_path):
+def test_continuing_a_trained_folder_refines_the_decoder_and_keeps_the_latents(smoke_run, tmp_path):
     """--init_from with --unet_steps 0: only the decoder moves, so the encoder's latents (what
     the UNet was trained on) and the UNet stay exactly as they were; the record keeps the
     parent's runs and adds this one."""
     import torch
 
-    parent, child = tmp_path / "parent", tmp_path / "child"
-    common = ["--checkpoint_dir", str(tmp_path / "checkpoints"), "--skip_measurements"]
-    ttm.main(["--vae_steps", "2", "--decoder_steps", "0", "--unet_steps", "2",
-              "--output_dir", str(parent), *common])  # fmt: skip
+    parent, child = smoke_run[1] / "toy", tmp_path / "child"
     ttm.main(["--init_from", str(parent), "--decoder_steps", "3", "--unet_steps", "0",
-              "--output_dir", str(child), *common])  # fmt: skip
+              "--output_dir", str(child), "--checkpoint_dir", str(tmp_path / "checkpoints"),
+              "--skip_measurements"])  # fmt: skip
     before, after = ru.load_components(parent), ru.load_components(child)
     image = ttm.TrainingImages(32).sample(2, torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -147,8 +154,49 @@ def test_continuing_a_trained_folder_refines_the_decoder_and_keeps_the_latents(t
     record = json.loads((child / ttm.RECORD_FILE).read_text())
     assert [r["command"] for r in record["runs"][:1]] == [parent_record["command"]]
     assert len(record["runs"]) == 2 and "--init_from" in record["runs"][1]["command"]
-    assert record["decoder_steps"] == 3 and record["unet_steps"] == 2
-    assert record["vae_steps"] == parent_record["vae_steps"] == 2
+    assert record["decoder_steps"] == parent_record["decoder_steps"] + 3
+    assert record["unet_steps"] == parent_record["unet_steps"]
+    assert record["vae_steps"] == parent_record["vae_steps"]
+
+
+def test_interrupted_training_resumes_to_the_same_weights(smoke_run, tmp_path, monkeypatch):
+    """Killed in the decoder stage (after a checkpoint) and again at the UNet stage's start,
+    then started again: the same weights as the smoke run, never interrupted."""
+    import torch
+
+    assert STEPS["--decoder_steps"] >= 2  # a checkpoint inside the stage, then the stop
+    monkeypatch.setattr(ttm, "CHECKPOINT_EVERY", 1)
+
+    def stop_at(stage: str, call: int):
+        real = getattr(ttm, f"{stage}_loss_fn")
+
+        def loss_fn(*args):
+            loss, calls = real(*args), []
+
+            def counted():
+                calls.append(1)
+                if len(calls) == call:
+                    raise KeyboardInterrupt
+                return loss()
+
+            return counted
+
+        return loss_fn
+
+    argv = [*STEP_FLAGS, "--skip_measurements", "--output_dir", str(tmp_path / "resumed"),
+            "--checkpoint_dir", str(tmp_path / "checkpoints")]  # fmt: skip
+    for stage, call in (("decoder", 2), ("unet", 1)):
+        with monkeypatch.context() as patch:
+            patch.setattr(ttm, f"{stage}_loss_fn", stop_at(stage, call))
+            assert ttm.main(argv) == ru.EXIT_INTERRUPTED
+        assert not (tmp_path / "resumed").exists()
+    assert ttm.main(argv) == 0
+    whole = ru.load_components(smoke_run[1] / "toy")
+    again = ru.load_components(tmp_path / "resumed")
+    for model in ("vae", "unet"):
+        first, second = getattr(whole, model).state_dict(), getattr(again, model).state_dict()
+        for name, weight in first.items():
+            assert torch.equal(weight, second[name]), f"{model}.{name}"
 
 
 def test_recolouring_turns_hues_and_keeps_brightness():
@@ -168,44 +216,3 @@ def test_docs_carry_the_committed_record():
     text = ttm.DOCS.read_text()
     block = text.split(ttm.DOCS_BEGIN, 1)[1].split(ttm.DOCS_END, 1)[0]
     assert block.strip() == ttm.docs_section(record).strip()
-
-
-def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
-    """Killed in the decoder stage (after a checkpoint) and again at the UNet stage's start,
-    then started again: the same weights as a run never interrupted."""
-    import torch
-
-    common = ["--vae_steps", "1", "--decoder_steps", "2", "--unet_steps", "1",
-              "--skip_measurements", "--checkpoint_dir", str(tmp_path / "checkpoints")]  # fmt: skip
-    monkeypatch.setattr(ttm, "CHECKPOINT_EVERY", 1)
-    assert ttm.main([*common, "--output_dir", str(tmp_path / "whole")]) == 0
-
-    def stop_at(stage: str, call: int):
-        real = getattr(ttm, f"{stage}_loss_fn")
-
-        def loss_fn(*args):
-            loss, calls = real(*args), []
-
-            def counted():
-                calls.append(1)
-                if len(calls) == call:
-                    raise KeyboardInterrupt
-                return loss()
-
-            return counted
-
-        return loss_fn
-
-    resumed = ["--output_dir", str(tmp_path / "resumed")]
-    for stage, call in (("decoder", 2), ("unet", 1)):
-        with monkeypatch.context() as patch:
-            patch.setattr(ttm, f"{stage}_loss_fn", stop_at(stage, call))
-            assert ttm.main([*common, *resumed]) == ru.EXIT_INTERRUPTED
-        assert not (tmp_path / "resumed").exists()
-    assert ttm.main([*common, *resumed]) == 0
-    whole, again = (ru.load_components(tmp_path / name) for name in ("whole", "resumed"))
-    for model in ("vae", "unet"):
-        first, second = getattr(whole, model).state_dict(), getattr(again, model).state_dict()
-        for name, weight in first.items():  # equal but for float rounding: a lost step or
-            # a wrong random state (other images, other noise) moves weights by ~1e-4
-            assert torch.allclose(weight, second[name], rtol=0, atol=1e-6), f"{model}.{name}"
