@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -603,23 +604,33 @@ def run_all(smoke: bool, variants: list[str], budget_s: float, warmup: int, time
         work = Path(work)
         spec |= {"work": str(work), "model": str(work / "model")}
         spec["scene"] = str(write_scene(work / "scene", spec["resolution"]))
-        for name in plan(variants):
+
+        def part(name: str) -> dict:
             left = budget_s - (time.perf_counter() - started)
             needs_model = name.startswith("train") or name == "infer"
             if needs_model and results.get("build", {}).get("status") != "ok":
-                results[name] = {"status": "skipped", "error": "the model folder was not built"}
-            elif name == "train_paper_xformers" and not xformers_usable(spec, results):
-                results[name] = {
+                return {"status": "skipped", "error": "the model folder was not built"}
+            if name == "train_paper_xformers" and not xformers_usable(spec, results):
+                return {
                     "status": "skipped",
                     "error": "xformers needs a CUDA GPU and the xformers package "
                     f"(installed: {results.get('env', {}).get('packages', {}).get('xformers')})",
                 }
-            elif left < 10:
-                results[name] = {"status": "skipped", "error": f"time budget {budget_s} s spent"}
-            else:
-                print(f"[{time.perf_counter() - started:6.1f} s] {name} ...", flush=True)
-                results[name] = run_job(name, spec, min(timeout_for(name, spec), left))
-                print(f"  {results[name]['status']} ({results[name]['process_wall_s']} s)")
+            if left < 10:
+                return {"status": "skipped", "error": f"time budget {budget_s} s spent"}
+            print(f"[{time.perf_counter() - started:6.1f} s] {name} ...", flush=True)
+            result = run_job(name, spec, min(timeout_for(name, spec), left))
+            print(f"  {name}: {result['status']} ({result['process_wall_s']} s)", flush=True)
+            return result
+
+        names = plan(variants)
+        if smoke:  # the smoke mode's parts are mostly process start-up: two at a time
+            for stage in (names[:2], names[2:]):  # env and build first: the rest needs them
+                with ThreadPoolExecutor(max_workers=2) as pool:
+                    results |= dict(zip(stage, pool.map(part, stage), strict=True))
+        else:  # one at a time, in this thread: each part's memory and time are its own, and
+            for name in names:  # Ctrl-C reaches run_job, which stops the part's process
+                results[name] = part(name)
     env = results.pop("env")
     return {
         "schema_version": SCHEMA_VERSION,

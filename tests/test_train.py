@@ -211,23 +211,33 @@ def _lora(path):
 def test_run_killed_and_resumed_ends_with_the_same_weights(tiny_model, tmp_path):
     scene = make_scene(tmp_path / "scene")
     steps = ["--max_train_steps", "16", "--checkpointing_steps", "3", "--lr_scheduler", "cosine"]
-    run(train_cmd(tiny_model, scene, tmp_path / "whole", *steps))
-    interrupted = tmp_path / "interrupted"
-    process = subprocess.Popen(
-        train_cmd(tiny_model, scene, interrupted, *steps),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    # the uninterrupted run goes on beside the interrupted one: a separate process either way
+    whole_run = subprocess.Popen(
+        train_cmd(tiny_model, scene, tmp_path / "whole", *steps),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    deadline = time.time() + 240
-    while not (interrupted / "checkpoints" / "checkpoint-3").exists():
-        assert process.poll() is None and time.time() < deadline, "run ended before the kill"
-        time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    assert not (interrupted / ru.LORA_FILE).exists()
-    result = run(
-        train_cmd(tiny_model, scene, interrupted, *steps, "--resume_from_checkpoint", "latest")
-    )
-    assert "resumed from" in result.stdout
+    try:
+        interrupted = tmp_path / "interrupted"
+        process = subprocess.Popen(
+            train_cmd(tiny_model, scene, interrupted, *steps),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.time() + 240
+        while not (interrupted / "checkpoints" / "checkpoint-3").exists():
+            assert process.poll() is None and time.time() < deadline, "run ended before the kill"
+            time.sleep(0.02)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        assert not (interrupted / ru.LORA_FILE).exists()
+        result = run(
+            train_cmd(tiny_model, scene, interrupted, *steps, "--resume_from_checkpoint", "latest")
+        )
+        assert "resumed from" in result.stdout
+        output, _ = whole_run.communicate(timeout=600)
+        assert whole_run.returncode == 0, output[-3000:]
+    finally:  # never left running behind a failed assertion
+        whole_run.kill()
+        whole_run.wait()
     whole, resumed = _lora(tmp_path / "whole"), _lora(interrupted)
     assert whole.keys() == resumed.keys()
     for key in whole:
