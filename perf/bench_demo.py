@@ -35,6 +35,8 @@ def main(argv=None) -> None:
         sys.exit(f"demo.py failed ({done.returncode}):\n{done.stderr[-3000:]}")
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     table = [line for line in done.stdout.splitlines() if line.startswith("|")]
+    stages = [line[3:] for line in done.stdout.splitlines() if line.startswith("== ") and
+              " done in " in line]  # fmt: skip
     lines = [
         "# The demo, timed",
         "",
@@ -44,13 +46,21 @@ def main(argv=None) -> None:
         f"{platform.machine()} with {len(os.sched_getaffinity(0))} cores; "
         f"largest process peak RSS {peak_mb:.0f} MB.",
         "",
+        "Its stages: " + "; ".join(stages) + ".",
+        "",
         "What it printed (masked scores inside the hole of data/Custom/1):",
         "",
         *table,
     ]
     md = ROOT / "perf" / "results" / "demo.md"
     ru.atomic_write_json(
-        {"command": cmd, "seconds": seconds, "peak_rss_mb": peak_mb, "table": table},
+        {
+            "command": cmd,
+            "seconds": seconds,
+            "peak_rss_mb": peak_mb,
+            "stages": stages,
+            "table": table,
+        },
         md.with_suffix(".json"),
     )
     with ru.atomic_path(md) as out:
