@@ -515,8 +515,8 @@ def vae_loss_fn(vae, data: TrainingImages, generator: torch.Generator):
 def recolour(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Each image (in [-1, 1]) with p = 0.5 has its hue turned by a random angle about the grey
     axis and its saturation scaled by 0.6-1.8: colours for the decoder stage that the training
-    images rarely hold (saturated oranges, browns), with the same shapes and, but where the
-    result is clipped to [-1, 1], the same brightness."""
+    images rarely hold (saturated oranges, browns), with the same shapes and the same
+    brightness (except where the result is clipped to [-1, 1])."""
     import torch
 
     n = images.shape[0]
