@@ -54,6 +54,13 @@ CANDIDATES = {  # name -> train_realfill.py flags on top of COMMON (max_train_st
         "lr_warmup_steps": 25,
     },
 }  # fmt: skip
+
+
+def candidate_settings(name: str, steps: int) -> dict:
+    """train_realfill.py's settings for a candidate: COMMON, `steps` unless it names its own."""
+    return {**COMMON, "max_train_steps": steps, **CANDIDATES[name]}
+
+
 STRENGTHS = (0.4, 0.6, 0.8)  # --strength candidates for geometry-guided sampling
 VALIDATION_PHOTO = ("motorcycle_left", "motorcycle_left.png")
 
@@ -191,8 +198,8 @@ def main(argv=None) -> None:
     out = args.output_dir.resolve()
     scenes = render_scenes(out / "scenes")  # the same bytes each time: reuse stays valid
     table, seconds = {}, {}
-    for name, flags in CANDIDATES.items():
-        settings = {**COMMON, "max_train_steps": args.max_train_steps, **flags}
+    for name in CANDIDATES:
+        settings = candidate_settings(name, args.max_train_steps)
         slug = "".join(c if c.isalnum() else "-" for c in name)
         for scene in scenes:
             model_dir = out / slug / f"{scene.name}-model"
@@ -323,12 +330,7 @@ def main(argv=None) -> None:
             "about": "RealFill fine-tuning settings recommended for this base model, chosen by "
             "perf/bench_recipe.py on validation scenes (see perf/results/recipe.md); "
             "train_realfill.py's own defaults are the paper's recipe for SD2",
-            "train": {
-                "resolution": RESOLUTION,
-                "max_train_steps": args.max_train_steps,
-                **COMMON,
-                **CANDIDATES[best],  # its own max_train_steps, if it names one
-            },
+            "train": {"resolution": RESOLUTION, **candidate_settings(best, args.max_train_steps)},
             "infer": {**INFER, "prior_strength": best_strength},
         }
         ru.atomic_write_json(recipe, args.base_model / ru.RECIPE_FILE)
