@@ -877,7 +877,7 @@ def train_toy_model(args: argparse.Namespace) -> dict:
             loaded.tokenizer, loaded.text_encoder, loaded.vae, loaded.unet
         )  # fmt: skip
         text_encoder.requires_grad_(False)
-        parent = json.loads((Path(args.init_from) / RECORD_FILE).read_text())
+        parent = json.loads((args.init_from / RECORD_FILE).read_text())
         state.setdefault("latent_statistics", parent.get("latent_statistics_before_folding"))
         state.setdefault("vae_seconds", 0.0)
         state.setdefault("vae_curve", [])
@@ -950,8 +950,9 @@ def train_toy_model(args: argparse.Namespace) -> dict:
     record["total_seconds_all_runs"] = round(sum(r["seconds"] for r in record["runs"]), 1)
     # perf/bench_recipe.py chose the parent's fine-tuning recipe for its UNet: still valid when
     # only the decoder moved
-    recipe = Path(args.init_from or "") / ru.RECIPE_FILE
-    keep = (recipe,) if args.init_from and not args.unet_steps and recipe.is_file() else ()
+    keep = ()
+    if parent is not None and not args.unet_steps:
+        keep = tuple(p for p in [args.init_from / ru.RECIPE_FILE] if p.is_file())
     save_pipeline(args.output_dir, tokenizer, text_encoder, vae, unet, record, keep)
     checkpoint.remove()
     megabytes = sum(f.stat().st_size for f in args.output_dir.rglob("*") if f.is_file()) / 1e6
