@@ -53,6 +53,23 @@ CANDIDATES = {  # name -> train_realfill.py flags on top of COMMON (max_train_st
         "lora_target": "full", "unet_learning_rate": 1e-3, "max_train_steps": 100,
         "lr_warmup_steps": 25,
     },
+    # the same time budget (about 100 s of training here) spent on smaller batches or a higher rate
+    "full UNet, 2e-3, 125 steps": {
+        "lora_target": "full", "unet_learning_rate": 2e-3, "max_train_steps": 125,
+        "lr_warmup_steps": 25,
+    },
+    "full UNet, 1e-3, batch 8, 250 steps": {
+        "lora_target": "full", "unet_learning_rate": 1e-3, "max_train_steps": 250,
+        "train_batch_size": 8,
+    },
+    "full UNet, 1e-3, batch 4, 300 steps": {
+        "lora_target": "full", "unet_learning_rate": 1e-3, "max_train_steps": 300,
+        "train_batch_size": 4,
+    },
+    "full UNet, 2e-3, batch 4, 300 steps": {
+        "lora_target": "full", "unet_learning_rate": 2e-3, "max_train_steps": 300,
+        "train_batch_size": 4,
+    },
 }  # fmt: skip
 
 
@@ -260,8 +277,9 @@ def main(argv=None) -> None:
         "",
         f"Validation scenes rendered from scikit-image's `{VALIDATION_PHOTO[1]}` (used by no "
         f"example scene and not by the toy model's training); {args.max_train_steps} steps "
-        f"unless named, at {RESOLUTION} px, batch 16; {NUM_IMAGES} completions, DPM-Solver++ "
-        "25; masked PSNR (dB) / SSIM inside the hole, mean over the completions.",
+        f"and batch {COMMON['train_batch_size']} unless named, at {RESOLUTION} px; "
+        f"{NUM_IMAGES} completions, DPM-Solver++ 25; masked PSNR (dB) / SSIM inside the "
+        "hole, mean over the completions.",
         "",
         "| setting | " + " | ".join(f"scene {s.name}" for s in scenes) + " | mean | train s |",
         "|---|" + "---|" * (len(scenes) + 2),
