@@ -60,3 +60,48 @@ def make_scene(
 @pytest.fixture
 def scene_dir(tmp_path) -> Path:
     return make_scene(tmp_path / "scene")
+
+
+def reset_accelerate() -> None:
+    """Forget accelerate's process-wide state, as a fresh interpreter would: a script's main()
+    run in this process may then ask for another precision than the last one did."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def run_main_in_process(main, argv: list, log: Path | None = None) -> int:
+    """A script's main(argv) in this process, its output to `log` if given: the same code and
+    exit status as `python script.py ...`, without a fresh interpreter's 10-s imports."""
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        if log is not None:
+            out = stack.enter_context(open(log, "w"))
+            stack.enter_context(contextlib.redirect_stdout(out))
+            stack.enter_context(contextlib.redirect_stderr(out))
+        try:
+            return main([str(a) for a in argv])
+        finally:
+            reset_accelerate()
+
+
+def scripts_in_process(patch: pytest.MonkeyPatch) -> None:
+    """Through `patch`, scene_engine.run_script runs train_realfill.py and infer.py in this
+    process (their own main(argv)); every other script still runs as a subprocess."""
+    import infer
+    import scene_engine as engine
+    import train_realfill
+
+    real_run_script = engine.run_script
+    mains = {engine.TRAIN_SCRIPT.name: train_realfill.main, engine.INFER_SCRIPT.name: infer.main}
+
+    def run_script(command, log=None, tie_to_parent=False, cwd=None, echo=False):
+        main = mains.get(Path(command[0]).name)
+        if main is None or cwd is not None:
+            return real_run_script(command, log, tie_to_parent, cwd, echo)
+        code = run_main_in_process(main, command[1:], log)
+        if code:
+            raise engine.StageFailed(f"{Path(command[0]).name} exited with status {code}")
+
+    patch.setattr(engine, "run_script", run_script)

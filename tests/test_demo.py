@@ -32,7 +32,8 @@ def test_demo_trains_completes_ranks_and_reports(tmp_path):
         assert completion.shape == target.shape
         assert np.array_equal(completion[known & far], target[known & far])
     ranking = json.loads(next(results.glob("*rank*.json")).read_text())
-    assert ranking
+    ranked = sorted(c["image"] for c in ranking["candidates"])
+    assert ranked == ["0.png", "1.png"]  # every completion ranked, none invented
     report = (out / "benchmark_report.txt").read_text()
     assert "Custom-1-results" in report and "PSNR" in report
     assert str(out / "benchmark_report.txt") in done.stdout  # it says where the report is

@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import make_scene
+from conftest import make_scene, scripts_in_process
 
 import loftr_ranking as lr
 import realfill_utils as ru
@@ -47,7 +47,9 @@ REAL_RANK = lr.rank_completions
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_model, tmp_path_factory):
-    """One real ReFill run on the tiny model (four script subprocesses), shared by the tests."""
+    """One real ReFill run on the tiny model, shared by the tests; its trainings and inferences
+    run in this process (the demo, the notebook and run_realbench's tests run them as
+    subprocesses)."""
     root = tmp_path_factory.mktemp("refill")
     scene = make_scene(root / "data" / "RealBench" / "7")
     before = tree_digest(scene)
@@ -55,6 +57,7 @@ def tiny_run(tiny_model, tmp_path_factory):
             "--output_dir", str(root / "run"), *FAST]  # fmt: skip
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(refill.lr, "rank_completions", rank_with_stand_in_matches)
+        scripts_in_process(patch)
         code = refill.main(argv)
     return code, argv, scene, before, root / "run"
 
@@ -105,6 +108,7 @@ def test_rerun_skips_finished_stages(tiny_run, monkeypatch, capsys):
         raise AssertionError("a finished stage was run again")
 
     monkeypatch.setattr(engine.subprocess, "run", no_subprocess)
+    monkeypatch.setattr(engine, "run_script", no_subprocess)
     assert refill.main(argv) == 0
     printed = capsys.readouterr().out
     assert printed.count("done earlier, skipped") == 5

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, make_scene
+from conftest import ROOT, make_scene, run_main_in_process
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -34,6 +34,11 @@ def train_cmd(model, scene, out, *extra, launcher=(sys.executable,)):
         "--output_dir", str(out), "--resolution", "32", "--train_batch_size", "4",
         "--lr_warmup_steps", "2", "--validation_steps", "0", "--report_to", "none", *extra,
     ]  # fmt: skip
+
+
+def train_in_process(model, scene, out, *extra):
+    """train_realfill.py's main(argv) with train_cmd's flags, in this process."""
+    assert run_main_in_process(tr.main, train_cmd(model, scene, out, *extra, launcher=())[1:]) == 0
 
 
 def run(cmd, **kwargs):
@@ -197,8 +202,8 @@ def test_accelerate_launch_run_exports_a_lora_a_stock_pipeline_loads(tiny_model,
 def test_bf16_8bit_adam_and_checkpointing_keep_lora_in_fp32(tiny_model, tmp_path):
     scene = make_scene(tmp_path / "scene")
     out = tmp_path / "out"
-    run(train_cmd(tiny_model, scene, out, "--max_train_steps", "2", "--mixed_precision", "bf16",
-                  "--use_8bit_adam", "--gradient_checkpointing"))  # fmt: skip
+    train_in_process(tiny_model, scene, out, "--max_train_steps", "2", "--mixed_precision", "bf16",
+                     "--use_8bit_adam", "--gradient_checkpointing")  # fmt: skip
     weights = _lora(out)
     assert weights and all(v.dtype == torch.float32 for v in weights.values())
     assert all(torch.isfinite(v).all() for v in weights.values())
@@ -343,7 +348,7 @@ def test_push_to_hub_offline_fails_before_training(tiny_model, tmp_path, monkeyp
 def test_checkpoints_load_without_unpickling_objects(tiny_model, tmp_path):
     scene = make_scene(tmp_path / "scene")
     out = tmp_path / "out"
-    run(train_cmd(tiny_model, scene, out, "--max_train_steps", "2", "--checkpointing_steps", "2"))
+    train_in_process(tiny_model, scene, out, "--max_train_steps", "2", "--checkpointing_steps", "2")
     checkpoint = tr.list_checkpoints(out)[-1]
     state = torch.load(checkpoint / "state.pt", weights_only=True)
     assert state["step"] == 2 and state["lora"] and "state" in state["optimizer"]
@@ -362,8 +367,8 @@ def test_full_target_trains_the_whole_unet_and_infer_uses_it(tiny_model, tmp_pat
 
     scene = make_scene(tmp_path / "scene")
     out = tmp_path / "out"
-    run(train_cmd(tiny_model, scene, out, "--max_train_steps", "2", "--lora_target", "full",
-                  "--unet_learning_rate", "1e-2"))  # fmt: skip
+    train_in_process(tiny_model, scene, out, "--max_train_steps", "2", "--lora_target", "full",
+                     "--unet_learning_rate", "1e-2")  # fmt: skip
     keys = _lora(out).keys()
     assert keys and all(k.startswith("text_encoder.") for k in keys)
     base = UNet2DConditionModel.from_pretrained(tiny_model, subfolder="unet").state_dict()
