@@ -76,7 +76,8 @@ def run_main_in_process(main, argv: list, log: Path | None = None) -> int:
     import contextlib
 
     with contextlib.ExitStack() as stack:
-        if log is not None:
+        if log is not None:  # as scene_engine.run_command does
+            Path(log).parent.mkdir(parents=True, exist_ok=True)
             out = stack.enter_context(open(log, "w"))
             stack.enter_context(contextlib.redirect_stdout(out))
             stack.enter_context(contextlib.redirect_stderr(out))
