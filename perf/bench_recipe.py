@@ -298,8 +298,9 @@ def main(argv=None) -> None:
         ),
         "| setting | "
         + " | ".join(f"scene {s.name}" for s in scenes)
-        + " | mean | train s | eligible |",
-        "|---|" + "---|" * (len(scenes) + 3),
+        + " | mean | train s |"
+        + (" eligible |" if limit is not None else ""),
+        "|---|" + "---|" * (len(scenes) + 2 + (limit is not None)),
     ]
     for name in CANDIDATES:
         cells = [
@@ -312,12 +313,14 @@ def main(argv=None) -> None:
             f"| {name} | "
             + " | ".join(cells)
             + f" | {mean_over_scenes(name, 'PSNR'):.2f} / {mean_over_scenes(name, 'SSIM'):.3f}"
-            + f" | {train_s} | {'yes' if name in eligible else 'no'} |"
+            + f" | {train_s} |"
+            + (f" {'yes' if name in eligible else 'no'} |" if limit is not None else "")
         )
     lines.append(
         "| mean-colour fill / Telea (PSNR) | "
         + " | ".join(f"{fills[s.name]['mean']:.2f} / {fills[s.name]['telea']:.2f}" for s in scenes)
-        + " | | | |"
+        + " | | |"
+        + (" |" if limit is not None else "")
     )
     lines += [
         "",
