@@ -237,7 +237,8 @@ def test_every_scene_is_validated_before_anything_starts(tmp_path, capsys):
     assert "https://realfill.github.io" in err
     assert not out.exists()
 
-    assert rb.main(["run", "--realbench_dir", str(tmp_path / "nowhere"), "--output_dir", str(out)])
+    missing = ["run", "--realbench_dir", str(tmp_path / "nowhere"), "--output_dir", str(out)]
+    assert rb.main(missing) == ru.EXIT_INPUT
     assert "RealFill project page (https://realfill.github.io)" in capsys.readouterr().err
 
 

@@ -138,9 +138,10 @@ def test_continuing_a_trained_folder_refines_the_decoder_and_keeps_the_latents(s
     import torch
 
     parent, child = smoke_run[1] / "toy", tmp_path / "child"
-    ttm.main(["--init_from", str(parent), "--decoder_steps", "3", "--unet_steps", "0",
-              "--output_dir", str(child), "--checkpoint_dir", str(tmp_path / "checkpoints"),
-              "--skip_measurements"])  # fmt: skip
+    code = ttm.main(["--init_from", str(parent), "--decoder_steps", "3", "--unet_steps", "0",
+                     "--output_dir", str(child), "--checkpoint_dir", str(tmp_path / "checkpoints"),
+                     "--skip_measurements"])  # fmt: skip
+    assert code == 0
     before, after = ru.load_components(parent), ru.load_components(child)
     image = ttm.TrainingImages(32).sample(2, torch.Generator().manual_seed(0))
     with torch.no_grad():
