@@ -227,9 +227,11 @@ def test_run_killed_and_resumed_ends_with_the_same_weights(tiny_model, tmp_path)
             train_cmd(tiny_model, scene, interrupted, *steps),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
-        deadline = time.time() + 240
+        # a monotonic clock: the wall clock of a CI sandbox may jump while a test runs
+        deadline = time.monotonic() + 240
         while not (interrupted / "checkpoints" / "checkpoint-3").exists():
-            assert process.poll() is None and time.time() < deadline, "run ended before the kill"
+            assert process.poll() is None, "run ended before the kill"
+            assert time.monotonic() < deadline, "no checkpoint-3 within 240 s"
             time.sleep(0.02)
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
