@@ -486,8 +486,8 @@ def rank_completions(
                 raise RankingAborted(f"reference {err}") from None
         return prepared[name]
 
-    def score(path: Path) -> dict[str, int]:
-        sha, candidate, region, counts = file_sha256(path), None, None, {}
+    def score(path: Path, sha: str) -> dict[str, int]:
+        candidate, region, counts = None, None, {}
         for name in names:
             fields = base_fields | {
                 "reference_sha256": references[name][1],
@@ -519,9 +519,11 @@ def rank_completions(
         leave=False,
     )
     for path in candidate_paths:
-        row = {"image": path.name, "score": None, "per_reference": {}, "error": None}
+        row = {"image": path.name, "sha256": None, "score": None, "per_reference": {}}
+        row["error"] = None
         try:
-            row["per_reference"] = score(path)
+            row["sha256"] = file_sha256(path)
+            row["per_reference"] = score(path, row["sha256"])
             row["score"] = sum(row["per_reference"].values())
         except RankingAborted:
             raise
@@ -534,6 +536,7 @@ def rank_completions(
         "schema_version": SCHEMA_VERSION,
         "settings": settings,
         "references": names,
+        "reference_sha256": {name: sha for name, (_, sha) in references.items()},
         "candidates": rows,
     }
 
@@ -709,6 +712,7 @@ def run(args: argparse.Namespace) -> int:
         cache=cache,
     )
     ranking["settings"]["mask"] = str(mask_path.resolve())
+    ranking["mask_sha256"] = file_sha256(mask_path)
     seconds = time.perf_counter() - start
     print(
         f"{args.matcher}: {summary(ranking)} ({len(candidates)}x{len(references)} pairs, "

@@ -5,7 +5,8 @@ ranking, and compute the seed-selection analysis.
 Cache layout (under --cache_dir):
     scores/<results folder>/<METRIC>.json   {"schema_version": 1, "metric": "PSNR",
         "entries": {"0.png": {"key": "<sha256>", "value": 14.2, "resized": false}, ...}}
-    file_hashes.json                        {"<abs path>": [size, mtime_ns, "<sha256>"]}
+    file_hashes.json                        {"<abs path>": [size, mtime_ns, ctime_ns, inode,
+                                                            "<sha256>"]}
     .lock                                   file lock held while a cache file is rewritten
 An entry is valid only if its key matches sha256 over (gt, mask and result file contents, metric
 name, metric version, metric parameters): regenerating one image invalidates only its entries.
@@ -148,7 +149,9 @@ def sha256_file(path: Path) -> str:
 
 
 class HashIndex:
-    """sha256 of files, remembered by (size, mtime_ns) so unchanged files are not re-read."""
+    """sha256 of files, remembered by (size, mtime, ctime, inode) so unchanged files are not
+    re-read. The ctime and inode catch what the size and mtime miss (a file replaced by
+    `cp -p` or an unpacked archive keeps the original's time); no user can set them."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -162,10 +165,11 @@ class HashIndex:
         key = str(file.resolve())
         stat = file.stat()
         known = self.known.get(key)
-        if isinstance(known, list) and known[:2] == [stat.st_size, stat.st_mtime_ns]:
-            return known[2]
+        seen = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+        if isinstance(known, list) and len(known) == 5 and known[:4] == seen:
+            return known[4]
         digest = sha256_file(file)
-        self.known[key] = [stat.st_size, stat.st_mtime_ns, digest]
+        self.known[key] = [*seen, digest]
         self.changed = True
         return digest
 
@@ -505,6 +509,25 @@ def ranking_scores(rf: ResultFolder) -> dict[str, float | None]:
         return {}
 
 
+def ranking_is_current(rf: ResultFolder, matcher: str) -> bool:
+    """Whether the folder's ranking file ranks exactly the images the ranking script would
+    rank now (every image in the folder), by content, against the scene's references and mask
+    as they are now, with `matcher`. Compared by sha256, never by modification time: a copied
+    file keeps an old time, and a machine's clock can jump."""
+    try:
+        data = json.loads((rf.folder / RANKING_FILE).read_text())
+        refs, images = list_images(rf.scene_dir / "ref")[0], list_images(rf.folder)[0]
+        return (
+            data["settings"]["matcher"] == matcher
+            and data["mask_sha256"] == sha256_file(rf.mask)
+            and data["reference_sha256"] == {p.name: sha256_file(p) for p in refs}
+            and {c["image"]: c["sha256"] for c in data["candidates"]}
+            == {p.name: sha256_file(p) for p in images}
+        )
+    except (OSError, ValueError, KeyError, TypeError):  # missing, unreadable, an older format
+        return False
+
+
 def rank(
     folders: list[ResultFolder],
     matcher: str = "loftr",
@@ -514,15 +537,10 @@ def rank(
     slots: threading.Semaphore | None = None,
 ) -> dict[str, list[str] | str]:
     """folder -> image names best first, or the reason there is no ranking. The ranking script
-    runs where the ranking file is missing, older than an image, or `force` is set. When two
+    runs where the ranking file is not current (`ranking_is_current`) or `force` is set. When two
     runs fail with the same message (no weights offline, say), the rest are not tried."""
     out: dict[str, list[str] | str] = {}
-    todo = []
-    for rf in folders:
-        path = rf.folder / RANKING_FILE
-        stale = path.is_file() and path.stat().st_mtime < max(p.stat().st_mtime for p in rf.images)
-        if force or stale or not path.is_file():
-            todo.append(rf)
+    todo = [rf for rf in folders if force or not ranking_is_current(rf, matcher)]
     script = ranking_script()
     if todo and not script.is_file():
         for rf in todo:

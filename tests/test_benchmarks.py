@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ from benchmark import report
 from benchmark.suite import (
     RANKING_FILE,
     CacheLock,
+    HashIndex,
     cache_file,
     discover,
     evaluate,
@@ -28,6 +30,7 @@ from benchmark.suite import (
     rank,
     read_cache,
     seed_selection,
+    sha256_file,
 )
 
 N_IMAGES = 3
@@ -205,30 +208,59 @@ def test_seed_selection_keeps_the_top_ranked():
 
 
 FAKE_RANKER = """
-import json, sys
+import hashlib, json, sys
 from pathlib import Path
 args = sys.argv[1:]
 get = lambda flag: args[args.index(flag) + 1]
-assert "--rank-only" in args and get("--matcher") == "sift"
+sha = lambda p: hashlib.sha256(Path(p).read_bytes()).hexdigest()
+assert "--rank-only" in args
 assert Path(get("--ref-dir")).is_dir() and Path(get("--mask")).is_file()
 names = sorted(p.name for p in Path(get("--source-dir")).glob("*.png"))
-candidates = [{"image": n, "score": 10 - i, "per_reference": {}, "error": None}
-              for i, n in enumerate(reversed(names))]
+candidates = [{"image": n, "sha256": sha(Path(get("--source-dir")) / n), "score": 10 - i,
+               "per_reference": {}, "error": None} for i, n in enumerate(reversed(names))]
+refs = {p.name: sha(p) for p in Path(get("--ref-dir")).iterdir()}
 Path(get("--ranking-output-file")).write_text(json.dumps(
-    {"schema_version": 1, "settings": {}, "references": [], "candidates": candidates}))
+    {"schema_version": 1, "settings": {"matcher": get("--matcher")}, "references": sorted(refs),
+     "reference_sha256": refs, "mask_sha256": sha(get("--mask")), "candidates": candidates}))
 """
 
 
-def test_ranking_runs_where_missing_or_forced(bench_tree, tmp_path, monkeypatch):
+def test_a_file_replaced_with_its_size_and_time_is_hashed_again(tmp_path):
+    index = HashIndex(tmp_path / "file_hashes.json")
+    image, other = tmp_path / "0.png", tmp_path / "other.png"
+    image.write_bytes(b"a" * 64)
+    other.write_bytes(b"b" * 64)
+    first = index(image)
+    index.changed = False
+    assert index(image) == first and not index.changed  # remembered, not hashed again
+    times = image.stat()
+    os.replace(other, image)  # `cp -p`-like: same size, the old file's times
+    os.utime(image, ns=(times.st_atime_ns, times.st_mtime_ns))
+    assert index(image) == sha256_file(image) != first and index.changed
+
+
+def test_ranking_runs_where_missing_changed_or_forced(bench_tree, tmp_path, monkeypatch):
     script = tmp_path / "fake_ranker.py"
     script.write_text(FAKE_RANKER)
     monkeypatch.setenv("REALFILL_RANKING_SCRIPT", str(script))
     folders, _ = folders_of(bench_tree)
     rankings = rank(folders, matcher="sift")
     assert rankings[folders[0].name] == ["2.png", "1.png", "0.png"]
-    stamp = (folders[0].folder / RANKING_FILE).stat().st_mtime_ns
-    rank(folders, matcher="sift")
-    assert (folders[0].folder / RANKING_FILE).stat().st_mtime_ns == stamp  # not re-run
+    ranking = folders[0].folder / RANKING_FILE
+
+    def reran(**kwargs) -> bool:
+        ranking.write_text(json.dumps(json.loads(ranking.read_text()) | {"mark": 1}))
+        rank(folders, **kwargs)
+        return "mark" not in json.loads(ranking.read_text())  # rewritten by the ranker
+
+    assert not reran(matcher="sift")  # unchanged inputs: the ranking file is trusted
+    image = folders[0].images[0]
+    times = image.stat()
+    Image.new("RGB", Image.open(image).size, (1, 2, 3)).save(image)
+    os.utime(image, ns=(times.st_atime_ns, times.st_mtime_ns))  # changed, with its old time
+    assert reran(matcher="sift")
+    assert reran(matcher="loftr")  # ranked with another matcher than the one asked for
+    assert reran(matcher="loftr", force=True)
     script.write_text("raise SystemExit('no weights here')")
     failed = rank(folders, matcher="sift", force=True, jobs=1)
     assert all(isinstance(r, str) for r in failed.values())

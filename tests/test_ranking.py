@@ -235,7 +235,10 @@ def test_cli_rank_only_writes_the_documented_json(photo_scene, tmp_path, capsys)
     argv = ["--rank-only", "--source-dir", str(completions), "--ref-dir", str(scene / "ref")]
     assert lr.main([*argv, "--matcher", "sift"]) == 0  # the mask is found beside ref/
     data = json.loads((completions / lr.SCORES_FILE).read_text())
-    assert set(data) == {"schema_version", "settings", "references", "candidates"}
+    assert set(data) == {"schema_version", "settings", "references", "reference_sha256",
+                         "mask_sha256", "candidates"}  # fmt: skip
+    assert data["mask_sha256"] == lr.file_sha256(scene / "target" / "mask.png")
+    assert data["reference_sha256"] == {p.name: lr.file_sha256(p) for p in images(scene / "ref")}
     assert data["schema_version"] == 1
     settings = data["settings"]
     assert settings["matcher"] == "sift" and settings["max_side"] == lr.MAX_SIDE["sift"]
@@ -245,7 +248,8 @@ def test_cli_rank_only_writes_the_documented_json(photo_scene, tmp_path, capsys)
     by_score = [c["score"] for c in data["candidates"]]
     assert by_score == sorted(by_score, reverse=True)
     for c in data["candidates"]:
-        assert set(c) == {"image", "score", "per_reference", "error"}
+        assert set(c) == {"image", "sha256", "score", "per_reference", "error"}
+        assert c["sha256"] == lr.file_sha256(completions / c["image"])
     assert (completions / lr.CACHE_DIR_NAME).is_dir()  # default cache beside the completions
     assert tree_digest(scene) == before
     assert "4 ranked" in capsys.readouterr().out
