@@ -519,8 +519,8 @@ def rank_completions(
         leave=False,
     )
     for path in candidate_paths:
-        row = {"image": path.name, "sha256": None, "score": None, "per_reference": {}}
-        row["error"] = None
+        row = {"image": path.name, "sha256": None, "score": None, "per_reference": {},
+               "error": None}  # fmt: skip
         try:
             row["sha256"] = file_sha256(path)
             row["per_reference"] = score(path, row["sha256"])
