@@ -44,16 +44,20 @@ from realfill_utils import (
     HelpFormatter,
     SceneError,
     atomic_write_json,
+    check_mask,
+    claim_output_file,
     hub_offline,
     list_images,
     load_image,
     load_mask,
+    overlaps,
     run_main,
 )
 
 SCHEMA_VERSION = 1  # of loftr_ranking_scores.json and scene_engine's refill_selection.json
 CACHE_VERSION = 1  # bump when the matching code changes its answers; old entries then miss
 SCORES_FILE = "loftr_ranking_scores.json"
+SCRIPT = "loftr_ranking.py"
 CACHE_DIR_NAME = ".ranking_cache"  # default pair cache, inside --source-dir
 WEIGHTS_ENV = "REALFILL_LOFTR_WEIGHTS"
 RANDOM_WEIGHTS = "random"  # --loftr-weights random: untrained LoFTR, for smoke tests and timing
@@ -559,6 +563,15 @@ def __getattr__(name: str):
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
+def is_ranking_file(path: Path) -> bool:
+    """Whether `path` holds a scores document this script wrote (it may overwrite only those)."""
+    try:
+        data = json.loads(Path(path).read_text())
+        return data.get("schema_version") == SCHEMA_VERSION and "candidates" in data
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument(
@@ -677,12 +690,36 @@ def summary(ranking: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Rank the completions against the references; write the scores, or the ReFill scene."""
-    from scene_engine import build_refill_scene
+    from scene_engine import build_refill_scene, check_refill_scene_dir
 
     if not args.source_dir.is_dir():
         raise SceneError(f"{args.source_dir}: completions folder (--source-dir) not found")
     if not args.ref_dir.is_dir():
         raise SceneError(f"{args.ref_dir}: reference folder (--ref-dir) not found")
+    mask_path = args.mask or args.ref_dir.parent / "target" / "mask.png"
+    if not mask_path.is_file():
+        raise SceneError(f"{mask_path}: mask not found; pass the target's mask with --mask")
+    # what is only read: the references and the scenes of the references and of the mask
+    # (<scene>/ref, <scene>/target)
+    inputs = {"the references": args.ref_dir}
+    for folder in (args.ref_dir.parent, mask_path.parent.parent):
+        if (folder / "ref").is_dir() and (folder / "target").is_dir():
+            inputs["the scene" if folder == args.ref_dir.parent else "the mask's scene"] = folder
+    for what, folder in inputs.items():
+        if overlaps(args.source_dir, folder):
+            raise SceneError(
+                f"--source-dir {args.source_dir} overlaps {what} {folder}: pass the folder of "
+                "completions (0.png, 1.png, ...) that infer.py wrote"
+            )
+    for what, folder in inputs.items():
+        if args.cache_dir is not None and not args.no_cache and overlaps(args.cache_dir, folder):
+            raise SceneError(f"--cache-dir {args.cache_dir} overlaps {what} {folder}: put the "
+                             "cache outside it")  # fmt: skip
+    scores_file = args.ranking_output_file
+    if scores_file is None and args.rank_only:
+        scores_file = args.source_dir / SCORES_FILE
+    if scores_file is not None:
+        claim_output_file(scores_file, SCRIPT, is_ranking_file, inputs, "--ranking-output-file")
     candidates, _ = list_images(args.source_dir)
     candidates.sort(key=lambda p: natural_key(p.name))
     references, _ = list_images(args.ref_dir)
@@ -690,10 +727,15 @@ def run(args: argparse.Namespace) -> int:
         raise SceneError(f"{args.source_dir}: no completions (images such as 0.png) found")
     if not references:
         raise SceneError(f"{args.ref_dir}: no reference images found")
-    mask_path = args.mask or args.ref_dir.parent / "target" / "mask.png"
-    if not mask_path.is_file():
-        raise SceneError(f"{mask_path}: mask not found; pass the target's mask with --mask")
     fill_mask = load_mask(mask_path)
+    check_mask(fill_mask, mask_path, fill_mask.shape[::-1])
+    if not args.rank_only:  # the new scene's folder and its count, before any matching
+        check_refill_scene_dir(args.ref_dir, args.source_dir, args.output_scene_dir)
+        if args.target_count <= len(references):
+            raise SceneError(
+                f"--target-count {args.target_count} is not more than the {len(references)} "
+                f"references in {args.ref_dir}: nothing would be added; pass a larger count"
+            )
     matcher = make_matcher(
         args.matcher,
         weights=args.loftr_weights,

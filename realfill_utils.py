@@ -145,7 +145,8 @@ def load_mask(path: str | os.PathLike) -> np.ndarray:
     """Load a mask of any mode as bool (H, W), True = fill (white).
 
     RGBA masks whose colour is constant carry the mask in their alpha channel; all others are
-    read by luminance and thresholded at MASK_THRESHOLD.
+    read by luminance and thresholded at MASK_THRESHOLD, except masks whose values are only 0
+    and 1, where 1 is the fill.
     """
     image = _to_8bit(_open(Path(path)))
     if image.mode == "P":
@@ -156,7 +157,10 @@ def load_mask(path: str | os.PathLike) -> np.ndarray:
         if colour.min() == colour.max() and alpha.min() != alpha.max():
             return alpha >= MASK_THRESHOLD
         image = Image.fromarray(colour.squeeze(-1) if colour.shape[-1] == 1 else colour)
-    return np.asarray(image.convert("L")) >= MASK_THRESHOLD
+    levels = np.asarray(image.convert("L"))
+    if levels.max() == 1:  # a 0/1 mask (numpy's habit): 1 is the fill, never a near-black pixel
+        return levels == 1
+    return levels >= MASK_THRESHOLD
 
 
 def list_images(folder: Path) -> tuple[list[Path], list[Path]]:
@@ -170,6 +174,13 @@ def list_images(folder: Path) -> tuple[list[Path], list[Path]]:
         else:
             ignored.append(entry)
     return images, ignored
+
+
+def numbered_images(folder: Path) -> list[Path]:
+    """A results folder's completions: the images named by a number (0.png, 1.png, ...), in
+    numeric order; other files there (a warp fill's uncertainty.png, say) are not completions."""
+    images = [p for p in list_images(Path(folder))[0] if p.stem.isdigit()]
+    return sorted(images, key=lambda p: int(p.stem))
 
 
 @dataclass
@@ -342,6 +353,33 @@ def claim_output_dir(
     if record:
         manifest = {"schema_version": 1, "script": script, "entries": sorted(recorded | {*entries})}
         atomic_write_json(manifest, path / MANIFEST_FILE)
+    return path
+
+
+def claim_output_file(
+    path: str | os.PathLike,
+    script: str,
+    is_own,
+    inputs: dict[str, Path] | None = None,
+    flag: str = "--output_file",
+) -> Path:
+    """Check that the file `path` may take one of `script`'s outputs, before anything runs:
+    refused (SceneError naming the file and the fix) inside one of `inputs` ({what: folder}),
+    when it is a folder, or when it exists and `is_own(path)` says `script` did not write it."""
+    path = Path(path)
+    for what, folder in (inputs or {}).items():
+        if _inside(path, folder):
+            raise SceneError(
+                f"{flag} {path} lies inside {what} {folder}: inputs are only read, so write "
+                "it outside"
+            )
+    if path.is_dir():
+        raise SceneError(f"{flag} {path} is a folder: pass a file name")
+    if path.exists() and not is_own(path):
+        raise SceneError(
+            f"{flag} {path} exists and is not a file {script} wrote; it overwrites only its own "
+            f"outputs: choose another {flag} or move that file away"
+        )
     return path
 
 

@@ -448,6 +448,25 @@ def choose(ranking: dict, count: int) -> list[dict]:
     return scored[: max(0, count)]
 
 
+def check_refill_scene_dir(ref_dir: Path, source_dir: Path, out: Path) -> None:
+    """SceneError unless `out` may become the new scene: outside the dataset scene and the
+    completions, and new, empty or a scene this step built before."""
+    ref_dir, out = Path(ref_dir), Path(out)
+    for folder in (ref_dir.parent, Path(source_dir)):
+        if ru.overlaps(out, folder):
+            raise ru.SceneError(
+                f"--output-scene-dir {out} overlaps {folder}: the augmented scene must be a new "
+                "folder outside the dataset scene and the completions"
+            )
+    if out.is_file() or (
+        out.is_dir() and any(out.iterdir()) and not (out / SELECTION_FILE).is_file()
+    ):
+        raise ru.SceneError(
+            f"{out} exists and is not a scene this script built (no {SELECTION_FILE}): "
+            "choose a new --output-scene-dir"
+        )
+
+
 def build_refill_scene(
     ref_dir: Path,
     target_dir: Path,
@@ -460,17 +479,7 @@ def build_refill_scene(
     `target_count` references in all) + target/ (a copy), with SELECTION_FILE recording the
     choice. The folder appears in one rename; the dataset folders are only read."""
     ref_dir, target_dir, out = Path(ref_dir), Path(target_dir), Path(output_scene_dir)
-    for folder in (ref_dir.parent, source_dir):
-        if ru.overlaps(out, folder):
-            raise ru.SceneError(
-                f"--output-scene-dir {out} overlaps {folder}: the augmented scene must be a new "
-                "folder outside the dataset scene and the completions"
-            )
-    if out.exists() and any(out.iterdir()) and not (out / SELECTION_FILE).is_file():
-        raise ru.SceneError(
-            f"{out} exists and is not a scene this script built (no {SELECTION_FILE}): "
-            "choose a new --output-scene-dir"
-        )
+    check_refill_scene_dir(ref_dir, source_dir, out)
     for name in ("target.png", "mask.png"):
         if not (target_dir / name).is_file():
             raise ru.SceneError(

@@ -31,7 +31,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from benchmark.common import METRICS, ROOT, UNAVAILABLE_EXIT, MetricSpec
-from realfill_utils import atomic_write_json, list_images
+from realfill_utils import atomic_write_json, list_images, numbered_images
 
 CACHE_SCHEMA = 1
 RANKING_FILE = "loftr_ranking_scores.json"
@@ -116,9 +116,7 @@ def discover(
         if scene_dir is None:
             skipped.append((entry.name, reason))
             continue
-        images = sorted(
-            (p for p in list_images(entry)[0] if p.stem.isdigit()), key=lambda p: int(p.stem)
-        )
+        images = numbered_images(entry)
         if len(images) < num_images:
             have = {int(p.stem) for p in images}
             missing = [f"{i}.png" for i in range(num_images) if i not in have]
@@ -511,9 +509,9 @@ def ranking_scores(rf: ResultFolder) -> dict[str, float | None]:
 
 def ranking_is_current(rf: ResultFolder, matcher: str) -> bool:
     """Whether the folder's ranking file ranks exactly the images the ranking script would
-    rank now (every image in the folder), by content, against the scene's references and mask
-    as they are now, with `matcher`. Compared by sha256, never by modification time: a copied
-    file keeps an old time, and a machine's clock can jump."""
+    rank now (every image in the folder), by content, against the scene's references
+    and mask as they are now, with `matcher`. Compared by sha256, never by modification time: a
+    copied file keeps an old time, and a machine's clock can jump."""
     try:
         data = json.loads((rf.folder / RANKING_FILE).read_text())
         refs, images = list_images(rf.scene_dir / "ref")[0], list_images(rf.folder)[0]

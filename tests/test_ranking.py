@@ -284,6 +284,49 @@ def test_selection_builds_a_new_scene_and_leaves_the_dataset_alone(photo_scene, 
     assert (stranger / "notes.txt").read_text() == "keep me"
 
 
+def test_refusals_come_before_any_matching_and_touch_nothing(photo_scene, tmp_path, monkeypatch):
+    scene, completions = photo_scene
+    before, results_before = tree_digest(scene), tree_digest(completions)
+
+    def no_matcher(*args, **kwargs):
+        raise AssertionError("a refused run loaded a matcher")
+
+    monkeypatch.setattr(lr, "make_matcher", no_matcher)
+    argv = ["--source-dir", str(completions), "--ref-dir", str(scene / "ref"), "--matcher", "sift"]
+    rank_only = [*argv, "--rank-only"]
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": 1}')
+    for bad in (
+        [*rank_only, "--ranking-output-file", str(scene / "target" / "mask.png")],  # in the scene
+        [*rank_only, "--ranking-output-file", str(notes)],  # a file it did not write
+        [*rank_only, "--cache-dir", str(scene / "target" / "cache")],
+        [*argv, "--target-count", "3", "--output-scene-dir", str(tmp_path / "new")],  # adds none
+        [*argv, "--target-count", "5", "--output-scene-dir", str(scene / "ref" / "x")],
+        ["--rank-only", "--source-dir", str(scene / "target"), "--ref-dir", str(scene / "ref")],
+    ):
+        assert lr.main(bad) == 2, bad
+    assert notes.read_text() == '{"mine": 1}'
+    assert not (tmp_path / "new").exists()
+    assert tree_digest(scene) == before and tree_digest(completions) == results_before
+
+
+def test_mask_problems_are_refused_and_a_0_1_mask_is_read_as_one(photo_scene, tmp_path):
+    scene, completions = photo_scene
+    argv = ["--rank-only", "--source-dir", str(completions), "--ref-dir", str(scene / "ref"),
+            "--matcher", "sift"]  # fmt: skip
+    mask = lr.load_mask(scene / "target" / "mask.png")
+    empty, ones = tmp_path / "empty.png", tmp_path / "ones.png"
+    Image.fromarray(np.zeros(mask.shape, np.uint8)).save(empty)
+    Image.fromarray(mask.astype(np.uint8)).save(ones)  # 0 and 1, as numpy writes masks
+    out = tmp_path / "scores.json"
+    assert lr.main([*argv, "--mask", str(empty), "--ranking-output-file", str(out)]) == 2
+    assert not out.exists()
+    assert np.array_equal(lr.load_mask(ones), mask)
+    assert lr.main([*argv, "--mask", str(ones), "--ranking-output-file", str(out)]) == 0
+    assert json.loads(out.read_text())["candidates"][0]["image"] == "true.png"
+    assert lr.main([*argv, "--mask", str(ones), "--ranking-output-file", str(out)]) == 0  # own
+
+
 @pytest.fixture
 def one_torch_thread():
     """On a shared 2-core machine torch's thread pool mostly waits on itself: one thread is
