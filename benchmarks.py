@@ -28,7 +28,7 @@ from pathlib import Path
 
 import realfill_utils as ru
 from benchmark.common import METRICS
-from benchmark.report import Summary, write_reports
+from benchmark.report import Summary, foreign_report_files, write_reports
 from benchmark.suite import RANKING_FILE, discover, evaluate, rank
 from realfill_utils import NUM_IMAGES, SceneError
 
@@ -125,11 +125,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def check_outputs(args: argparse.Namespace, datasets: dict[str, Path]) -> None:
+    """SceneError unless the report and the cache stay out of the datasets and the report
+    overwrites only files an earlier report wrote."""
+    for flag, path in (("--output_file", args.output_file), ("--cache_dir", args.cache_dir)):
+        for what, folder in datasets.items():
+            if path == folder or folder in path.parents:
+                raise SceneError(f"{flag} {path} lies inside {what} {folder}: datasets are only "
+                                 f"read, so pass an {flag} outside it")  # fmt: skip
+    if args.output_file.is_dir():
+        raise SceneError(f"--output_file {args.output_file} is a folder: pass a file name")
+    foreign = foreign_report_files(args.output_file)
+    if foreign:
+        raise SceneError(
+            f"--output_file {args.output_file}: {', '.join(str(p) for p in foreign)} exist and "
+            "were not written by a report (no report scores JSON beside them); a report "
+            "overwrites only its own files: choose another --output_file or move those away"
+        )
+
+
 def run(args: argparse.Namespace, progress: bool = True) -> dict:
     """Discover, score, rank and report; returns the written files."""
     if not args.results_base_dir.is_dir():
         raise SceneError(f"{args.results_base_dir}: results folder not found (--results_base_dir)")
     dataset_dirs = {"RealBench": args.realbench_dataset_dir, "Custom": args.custom_dataset_dir}
+    check_outputs(args, {f"the {k} dataset": v for k, v in dataset_dirs.items() if v is not None})
     gt_free = []
     folders, skipped = discover(args.results_base_dir, dataset_dirs, args.num_images, gt_free)
     for name, reason in skipped:
@@ -206,8 +226,8 @@ def rank_gt_free(folders, args: argparse.Namespace, force: bool) -> None:
             )
 
 
-def main() -> int:
-    args = parse_args()
+def main(argv=None) -> int:
+    args = parse_args(argv)
     return ru.run_main(
         lambda: run(args),
         interrupted="interrupted; the cache keeps every score finished so far",

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import statistics
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -540,10 +541,19 @@ def write_contact_sheets(summary: Summary, sheets_dir: Path) -> list[Path]:
         from concurrent.futures import ThreadPoolExecutor
 
         # PIL decodes and resizes without holding the GIL: threads use every core
+        def sheet(job) -> bool:
+            try:
+                contact_sheet(*job[:5])
+                return True
+            except Exception as err:  # a picture is never worth the report: say so, go on
+                print(f"contact sheet of {job[0].name} not drawn: {err}", file=sys.stderr)
+                return False
+
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            list(pool.map(lambda job: contact_sheet(*job[:5]), todo))
-        for *_, path, digest in todo:
-            stamps[path.name] = digest
+            drawn = list(pool.map(sheet, todo))
+        for (*_, path, digest), ok in zip(todo, drawn, strict=True):
+            if ok:
+                stamps[path.name] = digest
     if written:
         atomic_write_json(stamps, stamps_path)
     return written
@@ -553,6 +563,9 @@ def contact_sheet(rf: ResultFolder, order, captions, ranked: bool, path: Path) -
     """Target with the mask outlined in red, ground truth, then completions in rank order."""
     gt = load_image(rf.gt)
     fill_mask = load_mask(rf.mask)
+    if fill_mask.shape != (gt.size[1], gt.size[0]):  # the metrics report it; draw it anyway
+        small = Image.fromarray(fill_mask.astype(np.uint8) * 255)
+        fill_mask = np.asarray(small.resize(gt.size, Image.Resampling.NEAREST)) > 0
     target_path = rf.scene_dir / "target" / "target.png"
     target = load_image(target_path) if target_path.is_file() else gt
     if target.size != gt.size:
@@ -571,7 +584,10 @@ def contact_sheet(rf: ResultFolder, order, captions, ranked: bool, path: Path) -
     ]
     names = {p.name: p for p in rf.images}
     for name in order:
-        tiles.append((thumb(load_image(names[name])), captions[name]))
+        try:
+            tiles.append((thumb(load_image(names[name])), captions[name]))
+        except Exception:  # the scores name the error; the sheet shows a blank in its place
+            tiles.append((Image.new("RGB", (width, THUMB), "lightgrey"), (name, "unreadable")))
     columns, caption_h = 6, 28
     rows = math.ceil(len(tiles) / columns)
     sheet = Image.new("RGB", (columns * (width + 4), rows * (THUMB + caption_h) + 20), "white")
@@ -595,20 +611,41 @@ def _erode(mask: np.ndarray, iterations: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-def write_reports(
-    summary: Summary, output_file: Path, settings: dict, skipped: list, pictures: bool = True
-) -> dict:
-    """Write every report file next to `output_file`; returns {what: path}."""
-    output_file.parent.mkdir(parents=True, exist_ok=True)
+def report_paths(output_file: Path) -> dict[str, Path]:
+    """Every file and folder a report for `output_file` writes: {what: path}."""
     stem = output_file.parent / output_file.stem
-    outputs = {
+    return {
         "text report": output_file,
         "Markdown report": (
             stem.with_suffix(".md") if output_file.suffix != ".md" else Path(f"{stem}.report.md")
         ),
         "per-image scores (CSV)": Path(f"{stem}_scores.csv"),
         "per-image scores (JSON)": Path(f"{stem}_scores.json"),
+        "plots": Path(f"{stem}_plots"),
+        "contact sheets": Path(f"{stem}_contact_sheets"),
     }
+
+
+def foreign_report_files(output_file: Path) -> list[Path]:
+    """The report files for `output_file` that exist but that no earlier report wrote (its
+    scores JSON marks a report's files as its own): a report never overwrites those."""
+    paths = report_paths(output_file)
+    try:
+        data = json.loads(paths["per-image scores (JSON)"].read_text())
+        if data.get("schema_version") == 1 and {"metrics", "scores"} <= set(data):
+            return []
+    except (OSError, ValueError, AttributeError):
+        pass
+    return [p for p in paths.values() if p.exists()]
+
+
+def write_reports(
+    summary: Summary, output_file: Path, settings: dict, skipped: list, pictures: bool = True
+) -> dict:
+    """Write every report file next to `output_file`; returns {what: path}."""
+    output_file.parent.mkdir(parents=True, exist_ok=True)
+    stem = output_file.parent / output_file.stem
+    outputs = dict(list(report_paths(output_file).items())[:4])
     write_scores(summary, outputs["per-image scores (CSV)"], outputs["per-image scores (JSON)"])
     if pictures and summary.folders:
         plots = write_plots(summary, Path(f"{stem}_plots"))

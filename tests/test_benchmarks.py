@@ -323,6 +323,47 @@ def test_a_result_of_another_size_is_resized_and_reported(bench_tree, monkeypatc
     assert flagged == [(folders[1].name, image.name)]
 
 
+def test_a_broken_image_or_mask_of_another_size_still_gets_its_report(bench_tree, monkeypatch):
+    monkeypatch.setenv("REALFILL_RANKING_SCRIPT", str(bench_tree / "no_ranking_script.py"))
+    folders, _ = folders_of(bench_tree)
+    folders[0].images[1].write_bytes(folders[0].images[1].read_bytes()[:60])  # cut short
+    mask = folders[1].mask  # the metrics refuse it; the report and its pictures go on
+    Image.open(mask).resize((20, 20), Image.Resampling.NEAREST).save(mask)
+    out = bench_tree / "report" / "r.txt"
+    argv = ["--results_base_dir", str(bench_tree / "results"),
+            "--realbench_dataset_dir", str(bench_tree / "data"),
+            "--cache_dir", str(bench_tree / "cache"), "--output_file", str(out),
+            "--metrics", "PSNR", "--num_images", str(N_IMAGES)]  # fmt: skip
+    benchmarks.run(benchmarks.parse_args(argv), progress=False)
+    assert out.is_file() and out.with_suffix(".md").is_file()
+    sheets = bench_tree / "report" / "r_contact_sheets"
+    assert {p.stem for p in sheets.glob("*.jpg")} == {f.name for f in folders}
+
+
+def test_the_report_never_lands_in_a_dataset_or_on_a_stranger(bench_tree, monkeypatch):
+    monkeypatch.setenv("REALFILL_RANKING_SCRIPT", str(bench_tree / "no_ranking_script.py"))
+    scene_mask = bench_tree / "data" / "RealBench" / "1" / "target" / "mask.png"
+    before = scene_mask.read_bytes()
+    mine = bench_tree / "mine"
+    mine.mkdir()
+    (mine / "notes_scores.csv").write_text("my own table")
+    base = ["--results_base_dir", str(bench_tree / "results"),
+            "--realbench_dataset_dir", str(bench_tree / "data"), "--metrics", "PSNR",
+            "--num_images", str(N_IMAGES)]  # fmt: skip
+    cache = ["--cache_dir", str(bench_tree / "cache")]
+    for bad in (
+        [*cache, "--output_file", str(scene_mask)],
+        ["--cache_dir", str(scene_mask.parent), "--output_file", str(mine / "r.txt")],
+        [*cache, "--output_file", str(mine / "notes.txt")],  # notes_scores.csv is not a report's
+    ):  # fmt: skip
+        assert benchmarks.main([*base, *bad]) == 2, bad
+    assert scene_mask.read_bytes() == before
+    assert (mine / "notes_scores.csv").read_text() == "my own table"
+    assert sorted(p.name for p in mine.iterdir()) == ["notes_scores.csv"]
+    assert benchmarks.main([*base, *cache, "--output_file", str(mine / "r.txt")]) == 0
+    assert benchmarks.main([*base, *cache, "--output_file", str(mine / "r.txt")]) == 0  # its own
+
+
 def test_relative_paths_work_from_any_folder(bench_tree, tmp_path, monkeypatch):
     # the metric processes run from the repository root; relative paths given from elsewhere
     # must still reach them
