@@ -30,13 +30,12 @@ from realfill_utils import (
     SceneError,
     atomic_save_image,
     atomic_write_json,
-    check_output_dir,
-    list_images,
     load_scene,
 )
 
 SCHEMA_VERSION = 1  # of warp_fill.json
 REPORT_FILE = "warp_fill.json"
+SCRIPT = "warp_fill.py"
 MATCHERS = ("sift", "loftr")  # sift first: it needs no weights
 
 
@@ -75,21 +74,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def check_output(output_dir: Path, scene_dir: Path) -> None:
-    """Refuse a folder inside the scene, or one holding another method's results."""
-    output, scene = output_dir.resolve(), scene_dir.resolve()
-    if output == scene or scene in output.parents:
-        raise SceneError(
-            f"{output_dir} is inside the scene {scene_dir}: the dataset is only read; "
-            "choose an --output_dir outside it"
-        )
-    if output.is_dir() and not (output / REPORT_FILE).is_file():
-        numbered = [p.name for p in list_images(output)[0] if p.stem.isdigit()]
-        if numbered:
-            raise SceneError(
-                f"{output_dir} already holds {', '.join(numbered[:3])}... from another method: "
-                "choose a new --output_dir (e.g. <scene>-results-warp)"
+def claim_output(output_dir: Path, scene_dir: Path) -> None:
+    """Refuse a folder overlapping the scene, or holding files this script did not write (see
+    realfill_utils.claim_output_dir), then record the outputs. A folder written before outputs
+    were recorded (only a warp fill's own three files) is adopted."""
+    from geometry import UNCERTAINTY_FILE
+
+    # benchmarks.py ranks the fill beside it: a later run finds that file and may keep it
+    entries = ["0.png", UNCERTAINTY_FILE, REPORT_FILE, "loftr_ranking_scores.json"]
+    manifest = output_dir / ru.MANIFEST_FILE
+    if output_dir.is_dir() and not manifest.exists() and (output_dir / REPORT_FILE).is_file():
+        visible = {p.name for p in output_dir.iterdir() if not p.name.startswith(".")}
+        if visible <= set(entries) and not ru.overlaps(output_dir, scene_dir):
+            ru.atomic_write_json(
+                {"schema_version": 1, "script": SCRIPT, "entries": sorted(visible)}, manifest
             )
+    ru.claim_output_dir(output_dir, SCRIPT, entries, {"the scene": scene_dir})
 
 
 def main(argv=None) -> int:
@@ -100,8 +100,7 @@ def main(argv=None) -> int:
         if args.feather_radius < 0:
             raise SceneError(f"--feather_radius {args.feather_radius}: use 0 or more px")
         scene = load_scene(args.scene_dir)
-        check_output(args.output_dir, args.scene_dir)
-        check_output_dir(args.output_dir)
+        claim_output(args.output_dir, args.scene_dir)
 
         import numpy as np
 

@@ -110,7 +110,8 @@ def test_script_writes_results_and_report(tmp_path, capsys):
     assert (
         warp_fill.main(["--scene_dir", str(DATA / "Custom" / "5"), "--output_dir", str(out)]) == 0
     )
-    assert sorted(p.name for p in out.iterdir()) == ["0.png", "uncertainty.png", "warp_fill.json"]
+    visible = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert visible == ["0.png", "uncertainty.png", "warp_fill.json"]
     report = json.loads((out / "warp_fill.json").read_text())
     uncertainty = geometry.read_uncertainty(Image.open(out / "uncertainty.png"))
     assert np.isinf(uncertainty[load_scene(DATA / "Custom" / "5").fill_mask]).all()  # unseen
@@ -128,8 +129,10 @@ def test_script_writes_results_and_report(tmp_path, capsys):
     "case, message",
     [
         ("missing_scene", "scene folder not found"),
-        ("inside_scene", "is inside the scene"),
-        ("other_results", "already holds"),
+        ("inside_scene", "overlaps the scene"),
+        ("scene_parent", "overlaps the scene"),
+        ("other_results", "did not write"),
+        ("user_files", "did not write"),
         ("bad_planes", "--max_homographies 0"),
     ],
 )
@@ -144,9 +147,14 @@ def test_bad_input_exits_2_with_a_clear_error(tmp_path, capsys, case, message):
         args[1] = str(tmp_path / "nope")
     elif case == "inside_scene":
         args[3] = str(scene / "results")
+    elif case == "scene_parent":
+        args[3] = str(tmp_path)
     elif case == "other_results":
         out.mkdir()
         (out / "0.png").write_bytes((scene / "target" / "gt.png").read_bytes())
+    elif case == "user_files":
+        out.mkdir()
+        (out / "uncertainty.png").write_bytes(b"the user's own picture")
     else:
         args += ["--max_homographies", "0"]
     before = sorted(p.relative_to(scene) for p in scene.rglob("*"))
@@ -154,6 +162,9 @@ def test_bad_input_exits_2_with_a_clear_error(tmp_path, capsys, case, message):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err
     assert sorted(p.relative_to(scene) for p in scene.rglob("*")) == before
+    if case == "user_files":
+        assert (out / "uncertainty.png").read_bytes() == b"the user's own picture"
+        assert sorted(p.name for p in out.iterdir()) == ["uncertainty.png"]
 
 
 def test_uncertainty_grows_where_the_references_disagree():
