@@ -95,7 +95,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--num_images",
-        type=int,
+        type=ru.positive_int,
         default=NUM_IMAGES,
         help="completions per results folder; folders with fewer are skipped",
     )

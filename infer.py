@@ -535,13 +535,6 @@ def fuse_with_prior(args, output_dir: Path, target, fill_mask: np.ndarray) -> fl
     return round(float(weight[fill_mask].mean()), 4)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if value < 0:
@@ -562,11 +555,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output_dir", type=Path, required=True, help="gets 0.png .. N-1.png")
     p.add_argument("--seed", type=int, default=0, help="image i is seeded with seed + i")
     p.add_argument(
-        "--num_images", type=_positive_int, default=ru.NUM_IMAGES, help="completions to write"
+        "--num_images", type=ru.positive_int, default=ru.NUM_IMAGES, help="completions to write"
     )
     p.add_argument(
         "--batch_size",
-        type=_positive_int,
+        type=ru.positive_int,
         default=BATCH_SIZE,
         help="images per pipeline call; does not change the images",
     )
@@ -575,7 +568,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--num_inference_steps",
-        type=_positive_int,
+        type=ru.positive_int,
         default=ru.NUM_INFERENCE_STEPS,
         help="the paper: 200 (ddpm); dpmsolver++ needs 20-30",
     )
@@ -587,7 +580,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--resolution",
-        type=_positive_int,
+        type=ru.positive_int,
         default=None,
         help=f"shorter side the model runs at (default: the training one, else {ru.RESOLUTION})",
     )

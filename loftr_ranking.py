@@ -51,6 +51,7 @@ from realfill_utils import (
     load_image,
     load_mask,
     overlaps,
+    positive_int,
     run_main,
 )
 
@@ -612,7 +613,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--target-count",
         "--target_count",
-        type=int,
+        type=positive_int,
         default=None,
         help="selection: references wanted in all (originals + chosen), e.g. 5",
     )
@@ -731,11 +732,6 @@ def run(args: argparse.Namespace) -> int:
     check_mask(fill_mask, mask_path, fill_mask.shape[::-1])
     if not args.rank_only:  # the new scene's folder and its count, before any matching
         check_refill_scene_dir(args.ref_dir, args.source_dir, args.output_scene_dir)
-        if args.target_count <= len(references):
-            raise SceneError(
-                f"--target-count {args.target_count} is not more than the {len(references)} "
-                f"references in {args.ref_dir}: nothing would be added; pass a larger count"
-            )
     matcher = make_matcher(
         args.matcher,
         weights=args.loftr_weights,

@@ -581,6 +581,18 @@ class Components:
         return self.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
 
 
+def config_size_multiple(name_or_path: str | os.PathLike) -> int:
+    """Components.size_multiple read from the VAE's and the UNet's config files, so that a
+    bad --resolution is refused before anything loads."""
+    path = resolve_model_path(name_or_path)
+    try:
+        vae = json.loads((path / "vae" / "config.json").read_text())["block_out_channels"]
+        unet = json.loads((path / "unet" / "config.json").read_text())["block_out_channels"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise SceneError(f"{path}: unreadable vae/ or unet/ config.json ({err})") from None
+    return 2 ** (len(vae) - 1) * 2 ** (len(unet) - 1)
+
+
 def load_components(name_or_path: str | os.PathLike, dtype=None) -> Components:
     """Load tokenizer, text encoder, VAE, 9-channel UNet and scheduler config of a base model."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -917,6 +929,18 @@ RECIPE_CHOICES = {
 }
 
 
+POSITIVE_RECIPE_FLAGS = ("resolution", "train_batch_size", "max_train_steps", "lora_rank",
+                         "num_images", "num_inference_steps")  # fmt: skip
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_recipe_flags(
     parser: argparse.ArgumentParser, names, defaults: Recipe | None = None, note: str = ""
 ) -> None:
@@ -928,6 +952,8 @@ def add_recipe_flags(
     for name in names:
         spec, value = by_name[name], getattr(paper, name)
         kind = float if isinstance(value, float) else int if isinstance(value, int) else str
+        if kind is int and name in POSITIVE_RECIPE_FLAGS:
+            kind = positive_int
         help = spec.metadata["help"]
         if defaults is None and name == "pretrained_model_name_or_path":
             help = f"{help}; default: {value}"

@@ -143,7 +143,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ru.add_recipe_flags(parser, RECIPE_FLAGS, note=RECIPE_NOTE)
     parser.add_argument(
         "--target_count",
-        type=int,
+        type=ru.positive_int,
         default=TARGET_COUNT,
         help="references in the second round, originals included",
     )

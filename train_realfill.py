@@ -451,7 +451,7 @@ def output_entries(args: argparse.Namespace) -> list[str]:
     names = [ru.LORA_FILE, ru.SETTINGS_FILE, MODEL_CARD, "checkpoints", "validation"]
     if args.lora_target == ru.FULL_TARGET:
         names.append(ru.FULL_UNET_DIR)
-    if not args.logging_dir.is_absolute():  # relative to --output_dir, as in diffusers' scripts
+    if args.logging_dir.parts:  # relative to --output_dir, as in diffusers' scripts
         names.append(args.logging_dir.parts[0])
     return names + (MERGED_PIPELINE if args.save_merged_pipeline else [])
 
@@ -463,7 +463,18 @@ def check_inputs(args: argparse.Namespace) -> tuple[ru.Scene, Path | None]:
     The output folder may not overlap the scene, nor hold files this script did not write.
     """
     scene = ru.load_scene(args.train_data_dir)
-    ru.resolve_model_path(args.pretrained_model_name_or_path)
+    multiple = ru.config_size_multiple(args.pretrained_model_name_or_path)
+    if args.resolution < multiple or args.resolution % multiple:
+        near = max(multiple, args.resolution // multiple * multiple)
+        raise ru.SceneError(
+            f"--resolution {args.resolution} is not a positive multiple of {multiple}, which "
+            f"this model's VAE and UNet need (e.g. {near})"
+        )
+    if args.logging_dir.is_absolute() or ".." in args.logging_dir.parts:
+        raise ru.SceneError(
+            f"--logging_dir {args.logging_dir}: the logs go inside --output_dir, so pass a "
+            "relative folder name such as logs"
+        )
     args.output_dir = ru.claim_output_dir(
         args.output_dir,
         SCRIPT,

@@ -300,11 +300,13 @@ def test_refusals_come_before_any_matching_and_touch_nothing(photo_scene, tmp_pa
         [*rank_only, "--ranking-output-file", str(scene / "target" / "mask.png")],  # in the scene
         [*rank_only, "--ranking-output-file", str(notes)],  # a file it did not write
         [*rank_only, "--cache-dir", str(scene / "target" / "cache")],
-        [*argv, "--target-count", "3", "--output-scene-dir", str(tmp_path / "new")],  # adds none
         [*argv, "--target-count", "5", "--output-scene-dir", str(scene / "ref" / "x")],
         ["--rank-only", "--source-dir", str(scene / "target"), "--ref-dir", str(scene / "ref")],
     ):
         assert lr.main(bad) == 2, bad
+    with pytest.raises(SystemExit) as parsed:  # argparse's own refusal, status 2
+        lr.main([*argv, "--target-count", "0", "--output-scene-dir", str(tmp_path / "new")])
+    assert parsed.value.code == 2
     assert notes.read_text() == '{"mine": 1}'
     assert not (tmp_path / "new").exists()
     assert tree_digest(scene) == before and tree_digest(completions) == results_before

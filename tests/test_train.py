@@ -313,6 +313,25 @@ def test_unavailable_base_model_is_a_clear_error(tmp_path, capsys):
     assert re.search("unavailable.*local pipeline folder", capsys.readouterr().err)
 
 
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--resolution", "0"], "--resolution 0 is not a positive multiple"),
+        (["--resolution", "36"], "--resolution 36 is not a positive multiple"),
+        (["--logging_dir", "/tmp/elsewhere"], "the logs go inside --output_dir"),
+        (["--logging_dir", "../up"], "the logs go inside --output_dir"),
+    ],
+)
+def test_bad_flags_fail_before_the_model_loads_and_write_nothing(
+    tiny_model, tmp_path, capsys, flags, expected
+):
+    scene = make_scene(tmp_path / "scene")
+    argv = train_cmd(tiny_model, scene, tmp_path / "o", *flags, launcher=())[1:]
+    assert tr.main(argv) == ru.EXIT_INPUT
+    assert expected in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "up").exists()
+
+
 def test_fp16_on_cpu_is_refused(tiny_model, tmp_path, capsys):
     scene = make_scene(tmp_path / "scene")
     assert tr.main(["--pretrained_model_name_or_path", str(tiny_model), "--train_data_dir",
