@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,9 @@ import scene_engine as engine
 ROOT = Path(__file__).resolve().parent
 TINY_MODEL = ROOT / "models" / "tiny-sd2-inpainting"  # random weights: if the toy model is gone
 SHEET_COLUMNS = 8  # completions per row of the contact sheet, best-ranked first
+SCRIPT = "demo.py"  # the owner recorded in the output folder's manifest
+REPORT_NAME = "benchmark_report.txt"
+SHEET_SUFFIX = "-untuned-vs-realfill.jpg"  # <dataset>-<scene>-untuned-vs-realfill.jpg
 RECIPE_FLAGS = ("resolution", "max_train_steps", "train_batch_size", "num_images",
                 "num_inference_steps", "scheduler")  # fmt: skip
 
@@ -126,14 +130,48 @@ def main(argv=None) -> int:
     )
 
 
+def claim_output(scene: Path, out: Path, sheet_name: str) -> None:
+    """Check the scene and the output folder before anything runs (exit 2 with one message):
+    the scene loads and has the ground truth the demo measures against, and a name the
+    benchmark can read; the output folder overlaps no scene and holds only the demo's outputs.
+    A folder an earlier demo filled before outputs were recorded (its report is there) is
+    adopted."""
+    from benchmark.report import foreign_report_files, report_paths
+
+    if ru.load_scene(scene).gt is None:
+        raise ru.SceneError(
+            f"{scene / 'target' / 'gt.png'} not found: the demo measures its completions against "
+            "the ground truth; add it, or run train_realfill.py and infer.py on this scene"
+        )
+    if not re.fullmatch(r"[A-Za-z0-9_]+", scene.name):
+        raise ru.SceneError(
+            f"{scene}: the benchmark reads scene folders named with letters, digits and _ only; "
+            "copy or rename the scene folder"
+        )
+    report = out / REPORT_NAME
+    entries = ["models", "results", "benchmark_cache", sheet_name]
+    entries += [p.name for p in report_paths(report).values()]
+    manifest = out / ru.MANIFEST_FILE
+    if out.is_dir() and not manifest.exists() and not foreign_report_files(report):
+        visible = {p.name for p in out.iterdir() if not p.name.startswith(".")}
+        sheets = {n for n in visible if n.endswith(SHEET_SUFFIX)}
+        if report.is_file() and visible <= {*entries, *sheets}:
+            record = {"schema_version": 1, "script": SCRIPT, "entries": sorted(visible)}
+            ru.atomic_write_json(record, manifest)
+    ru.claim_output_dir(out, SCRIPT, entries, {"the scene": scene})
+
+
 def demo(args: argparse.Namespace) -> None:
     """Fine-tune, complete with the tuned and the un-tuned model, rank and measure, compare."""
+    scene = args.scene.resolve()
+    # the benchmark reads <dataset>-<scene>-results against <dataset dir>/<scene>
+    dataset = "RealBench" if scene.parent.name == "RealBench" else "Custom"
+    bench, number = dataset, scene.name  # e.g. data/Custom/1 -> Custom-1-results
+    out = args.output_dir.resolve()
+    claim_output(scene, out, sheet_name=f"{bench}-{number}{SHEET_SUFFIX}")
     model = base_model(args.pretrained_model_name_or_path)
     given = {name: getattr(args, name) for name in RECIPE_FLAGS}
     recipe = ru.Recipe.for_model(model, **given)  # the toy's realfill_recipe.json, else the paper
-    scene = args.scene.resolve()
-    bench, number = scene.parent.name, scene.name  # e.g. Custom/1 -> Custom-1-results
-    out = args.output_dir.resolve()
     model_dir = out / "models" / f"{bench}-{number}-model"
     results = {
         "un-tuned base": out / "results" / f"{bench}-{number}-results-untuned",
@@ -147,14 +185,13 @@ def demo(args: argparse.Namespace) -> None:
         resolution = ["--resolution", str(recipe.resolution)]
         command = engine.infer_command(recipe, scene, model_path, results[label], resolution)
         run(f"infer ({label})", command)
-    report = out / "benchmark_report.txt"
-    dataset = "RealBench" if bench == "RealBench" else "Custom"
+    report = out / REPORT_NAME
     run("rank and measure", engine.benchmark_command(
-        out / "results", {dataset: scene.parent.parent}, report, out / "benchmark_cache",
+        out / "results", {dataset: scene.parent}, report, out / "benchmark_cache",
         metrics=["PSNR", "SSIM", "LPIPS"], ranking_matcher=args.matcher,
         num_images=recipe.num_images,
     ))  # fmt: skip
-    sheet = out / f"{bench}-{number}-untuned-vs-realfill.jpg"
+    sheet = out / f"{bench}-{number}{SHEET_SUFFIX}"  # claimed above
     contact_sheet(scene, results, sheet)
     table = summary(
         out / f"{report.stem}_scores.json", {"un-tuned base": "untuned", "RealFill": ""}

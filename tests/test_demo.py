@@ -45,3 +45,30 @@ def test_demo_trains_completes_ranks_and_reports(tmp_path):
     assert "| un-tuned base | all |" in done.stdout and "| RealFill | all |" in done.stdout
     sheet = ru.load_image(out / "Custom-1-untuned-vs-realfill.jpg")
     assert sheet.height > 2 * sheet.width / 8  # three rows: scene, un-tuned, RealFill
+
+
+def test_bad_scene_or_output_folder_stops_the_demo_before_anything_runs(tmp_path, capsys):
+    import shutil
+
+    import demo
+
+    scenes = tmp_path / "scenes"
+    shutil.copytree(ROOT / "data" / "Custom" / "1", scenes / "nogt")
+    (scenes / "nogt" / "target" / "gt.png").unlink()
+    shutil.copytree(ROOT / "data" / "Custom" / "1", scenes / "my-scene")
+    shutil.copytree(ROOT / "data" / "Custom" / "1", scenes / "ok")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    for scene, out, expected in (
+        ("nogt", tmp_path / "o1", "gt.png not found"),
+        ("my-scene", tmp_path / "o2", "letters, digits and _ only"),
+        ("ok", scenes / "ok" / "demo", "overlaps the scene"),
+        ("ok", mine, "did not write"),
+    ):
+        argv = ["--scene", str(scenes / scene), "--output_dir", str(out)]
+        assert demo.main(argv) == ru.EXIT_INPUT, scene
+        assert expected in capsys.readouterr().err
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+    assert not (scenes / "ok" / "demo").exists()
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
