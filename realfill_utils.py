@@ -726,6 +726,9 @@ def generate(
 
 def quiet_libraries() -> None:
     """Silence library log spam at the source; our own messages use the `realfill` logger."""
+    # bitsandbytes, imported by diffusers, warns on every CPU start that an optional kernel
+    # package is missing; 8-bit Adam on the GPU does not use it
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     import diffusers
     import transformers
 
