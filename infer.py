@@ -113,6 +113,7 @@ def inspect_model_path(model_path: str | Path, base_override: str | None = None)
             f"(the one holding {ru.LORA_FILE})"
         )
     if (path / ru.LORA_FILE).is_file():
+        ru.check_safetensors(path / ru.LORA_FILE)
         settings_path = path / ru.SETTINGS_FILE
         settings = read_settings(settings_path) if settings_path.is_file() else {}
         base = base_override or settings.get("base_model")

@@ -794,6 +794,27 @@ def add_lora(
         )
 
 
+def check_safetensors(path: str | os.PathLike) -> None:
+    """SceneError unless `path` is a whole safetensors file: its JSON header reads and every
+    tensor it lists lies inside the file (a copy cut short fails here, in microseconds, and not
+    as a puzzling error after the model has loaded)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as file:
+            length = int.from_bytes(file.read(8), "little")
+            header = json.loads(file.read(length)) if 0 < length < 100_000_000 else None
+        size = path.stat().st_size
+        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+        whole = size >= 8 + length + max(ends, default=0)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError):
+        whole = False
+    if not whole:
+        raise SceneError(
+            f"{path}: not a whole safetensors file (cut short or damaged); copy it again, or "
+            "train again"
+        )
+
+
 def save_lora(output_dir: str | os.PathLike, unet, text_encoder) -> Path:
     """Write `pytorch_lora_weights.safetensors` (UNet + text-encoder keys, alpha in metadata)
     atomically, loadable by any StableDiffusionInpaintPipeline.load_lora_weights(output_dir).

@@ -311,6 +311,7 @@ def _bad_inputs(tmp_path: Path, lora_dir: Path, case: str) -> tuple[list[str], s
         "empty model": "neither a RealFill LoRA folder",
         "lora without settings": "base model it was trained on is unknown",
         "broken settings": "cannot read the training settings",
+        "lora cut short": "not a whole safetensors file",
         "mask size": "masks must match the target size",
         "missing image": "file not found",
         "unwritable output": "output folder is not writable",
@@ -333,6 +334,11 @@ def _bad_inputs(tmp_path: Path, lora_dir: Path, case: str) -> tuple[list[str], s
         shutil.copy(lora_dir / ru.LORA_FILE, model)
         if case == "broken settings":
             (model / ru.SETTINGS_FILE).write_text('{"schema_version": 1, "base_')
+    elif case == "lora cut short":
+        model = tmp_path / "lora"
+        shutil.copytree(lora_dir, model)
+        whole = (lora_dir / ru.LORA_FILE).read_bytes()
+        (model / ru.LORA_FILE).write_bytes(whole[: len(whole) // 2])
     elif case == "mask size":
         mask = tmp_path / "small-mask.png"
         Image.open(scene / "target/mask.png").resize((24, 20)).save(mask)
@@ -370,6 +376,7 @@ def _bad_inputs(tmp_path: Path, lora_dir: Path, case: str) -> tuple[list[str], s
         "empty model",
         "lora without settings",
         "broken settings",
+        "lora cut short",
         "mask size",
         "missing image",
         "unwritable output",
