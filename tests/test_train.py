@@ -316,7 +316,6 @@ def test_unavailable_base_model_is_a_clear_error(tmp_path, capsys):
 @pytest.mark.parametrize(
     "flags, expected",
     [
-        (["--resolution", "0"], "--resolution 0 is not a positive multiple"),
         (["--resolution", "36"], "--resolution 36 is not a positive multiple"),
         (["--logging_dir", "/tmp/elsewhere"], "the logs go inside --output_dir"),
         (["--logging_dir", "../up"], "the logs go inside --output_dir"),
@@ -330,6 +329,13 @@ def test_bad_flags_fail_before_the_model_loads_and_write_nothing(
     assert tr.main(argv) == ru.EXIT_INPUT
     assert expected in capsys.readouterr().err
     assert not (tmp_path / "o").exists() and not (tmp_path / "up").exists()
+
+
+def test_counts_below_one_are_refused_at_parsing(capsys):
+    for flag in ("--resolution", "--max_train_steps", "--train_batch_size", "--lora_rank"):
+        with pytest.raises(SystemExit) as parsed:
+            tr.parse_args(["--train_data_dir", "s", "--output_dir", "o", flag, "0"])
+        assert parsed.value.code == 2 and "must be at least 1" in capsys.readouterr().err
 
 
 def test_fp16_on_cpu_is_refused(tiny_model, tmp_path, capsys):
