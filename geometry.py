@@ -46,6 +46,7 @@ RANSAC_SEED = 0  # OpenCV's RANSAC draws from its global RNG: seeded, the fill i
 UNCERTAINTY_FILE = "uncertainty.png"  # warp_fill.py's per-pixel expected error of its fill
 NO_ESTIMATE = 255  # grey level in UNCERTAINTY_FILE: no reference covers the pixel
 SPREAD_PATCH = 7  # px: the completions' per-pixel spread is averaged over this patch
+MIN_ORDER_EVIDENCE = 50  # known px where the occlusion order must beat the consensus to be used
 
 
 @dataclass
@@ -103,6 +104,7 @@ class WarpFill:
     uncertainty: np.ndarray  # float (H, W), grey levels: the fill's expected error; inf = none
     alignments: list[Alignment]
     references: list[dict]  # per reference: report() + colour fit + hole seen / used
+    occlusion: dict = field(default_factory=dict)  # nearer_planes' verdict (see warp_fill)
 
     @property
     def fallback_share(self) -> float:
@@ -313,6 +315,8 @@ class Candidate:
     valid: np.ndarray  # bool (H, W)
     support: np.ndarray  # float (H, W): plane quality x edge ramp x (plane's own region)
     agreement: float  # grey levels: median |warp - target| on the known pixels next to the hole
+    plane: int = 0  # index among its reference's planes: 0 the main one, 1+ fitted after it
+    matrix: np.ndarray | None = None  # (3, 3) that plane, reference px -> target px
 
 
 def consensus_cost(candidates: list[Candidate]) -> np.ndarray:
@@ -352,6 +356,60 @@ def consensus_cost(candidates: list[Candidate]) -> np.ndarray:
         closer = np.where(ranks < keep, np.where(np.isfinite(stacked), stacked, 0.0), 0.0)
         cost[i] = np.where(finite > 0, closer.sum(axis=0) / keep, np.inf)
     return cost
+
+
+def nearer_planes(
+    candidates: list[Candidate], best: np.ndarray, any_valid: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Occlusion order: where a reference's further plane (a foreground object, fitted after its
+    main plane) shows what that reference really sees there, it is in front of the main plane.
+
+    The consensus alone cannot tell: behind a foreground object's edge, two references that see
+    the background uncovered there agree on it at least as well as on the object's texture.
+    Each reference pixel sees one surface, so a candidate (reference r, plane i) "owns" a target
+    pixel when its consensus among the same plane of the other references is lower than the
+    consensus of r's other planes at the place where the same reference pixel lands through
+    them. Where at least two references, and a majority of those whose further plane covers the
+    pixel, own it through a further plane, that plane wins (the lowest same-plane consensus
+    among them). Returns (the new choice (H, W) candidate index, where it differs from `best`,
+    the per-plane consensus cost (C, H, W) for the uncertainty)."""
+    import cv2
+
+    plane = np.array([c.plane for c in candidates])
+    layer_cost = np.full((len(candidates), *best.shape), np.inf)
+    for level in np.unique(plane):
+        members = np.flatnonzero(plane == level)
+        layer_cost[members] = consensus_cost([candidates[i] for i in members])
+    layer_cost = np.where(np.stack([c.valid for c in candidates]), layer_cost, np.inf)
+    height, width = best.shape
+    owned = []
+    for i, ci in enumerate(candidates):
+        own = np.isfinite(layer_cost[i])
+        for j, cj in enumerate(candidates):
+            if j == i or cj.reference != ci.reference:
+                continue
+            # target pixel p through plane i is reference pixel Mi^-1 p, which plane j puts at
+            # Mj Mi^-1 p: the other plane's cost for the same reference pixel, brought to p
+            to_j = cj.matrix @ np.linalg.inv(ci.matrix)
+            finite = np.where(np.isfinite(layer_cost[j]), layer_cost[j], 1e6).astype(np.float32)
+            other = cv2.warpPerspective(
+                finite, to_j, (width, height),
+                flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderValue=1e6,
+            )  # fmt: skip
+            own &= layer_cost[i] < other
+        owned.append(own)
+    front = np.flatnonzero(plane >= 1)
+    if len({candidates[i].reference for i in front}) < 2:
+        return best, np.zeros_like(any_valid), layer_cost
+    support = np.stack([candidates[i].support for i in front])
+    front_cost = np.where(np.stack([owned[i] for i in front]) & (support > 0),
+                          layer_cost[front], np.inf)  # fmt: skip
+    owners = np.isfinite(front_cost).sum(axis=0)
+    covering = (support > 0).sum(axis=0)
+    wins = (owners >= 2) & (2 * owners > covering) & any_valid
+    score = np.where(np.isfinite(front_cost), -front_cost + 1e-6 * np.log(support + 1e-30), -np.inf)
+    choice = np.where(wins, front[np.argmax(score, axis=0)], best)
+    return choice, choice != best, layer_cost
 
 
 def warp_fill(
@@ -412,13 +470,14 @@ def warp_fill(
             quality = plane.inliers / (1.0 + plane.error_px**2) / (1.0 + (agreement / 8.0) ** 2)
             own = (labels == k) + 1e-3  # another plane's region: only where nothing else is
             support = quality * edge_ramp(valid) * own
-            candidates.append(Candidate(r, image, valid, support, agreement))
+            candidates.append(Candidate(r, image, valid, support, agreement, k, plane.matrix))
 
     height, width = fill_mask.shape
     filled = target_px.astype(np.float32)
     source = np.full((height, width), -1, dtype=np.intp)
     covered = np.zeros((height, width), dtype=bool)
     uncertainty = np.full((height, width), np.inf)
+    occlusion = {"applied": False}
     if candidates:
         support = np.stack([c.support for c in candidates])  # (C, H, W), 0 where not valid
         cost = consensus_cost(candidates)
@@ -430,9 +489,27 @@ def warp_fill(
         score = np.where(support > 0, score, -np.inf)
         best = np.argmax(score, axis=0)
         any_valid = (support > 0).any(axis=0)
-        chosen = np.take_along_axis(
-            np.stack([c.image for c in candidates]), best[None, ..., None], 0
-        )[0]
+        images = np.stack([c.image for c in candidates])
+        # Occlusion order, kept only where the target's own known pixels confirm it: where it
+        # changes the choice there, it must reproduce them better than the consensus does.
+        ordered, changed, layer_cost = nearer_planes(candidates, best, any_valid)
+        check = changed & known & any_valid
+        errors = []
+        for choice in (ordered, best):
+            picked = np.take_along_axis(images, choice[None, ..., None], 0)[0]
+            errors.append(float(np.abs(picked - target_px)[check].mean()) if check.any() else 0.0)
+        applied = bool(check.sum() >= MIN_ORDER_EVIDENCE and errors[0] < errors[1])
+        occlusion = {
+            "applied": applied,
+            "hole_share": round(float((changed & fill_mask).sum() / fill_mask.sum()), 4),
+            "known_pixels_checked": int(check.sum()),
+            "known_error_ordered": round(errors[0], 2),
+            "known_error_unordered": round(errors[1], 2),
+        }
+        if applied:
+            cost = np.where(changed[None], layer_cost, cost)  # its own plane's consensus
+            best = ordered
+        chosen = np.take_along_axis(images, best[None, ..., None], 0)[0]
         filled[any_valid] = chosen[any_valid]  # the feather band outside the hole blends it too
         covered = fill_mask & any_valid
         # The fill's expected error: how far the other references are from it where they see
@@ -455,7 +532,7 @@ def warp_fill(
         )
     source = np.where(fill_mask, source, -2)  # -2: known pixel
     image = composite(Image.fromarray(filled_u8), target.convert("RGB"), fill_mask, feather_radius)
-    return WarpFill(image, covered, source, uncertainty, alignments, reports)
+    return WarpFill(image, covered, source, uncertainty, alignments, reports, occlusion)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -144,6 +144,7 @@ def main(argv=None) -> int:
         "hole_inpainted": round(result.fallback_share, 4),
         "uncertainty_file": UNCERTAINTY_FILE,
         "hole_median_uncertainty": round(float(np.median(expected)), 2) if expected.size else None,
+        "occlusion_order": result.occlusion,
         "references": result.references,
         "seconds": round(seconds, 3),
     }

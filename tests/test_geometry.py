@@ -220,3 +220,53 @@ def test_fuse_weighs_the_prior_by_both_uncertainties():
     assert weight[8:16, 8:11].min() > 0.99
     with pytest.raises(ValueError, match="at least two"):
         geometry.fuse(completions[:1], prior, uncertainty, fill_mask)
+
+
+def _scene_fill(number: str, monkeypatch=None, ordering=None):
+    scene = load_scene(DATA / "Custom" / number)
+    if ordering is not None:
+        monkeypatch.setattr(geometry, "nearer_planes", ordering)
+    references = list(zip([p.name for p in scene.reference_paths], scene.references, strict=True))
+    result = geometry.warp_fill(scene.target, scene.fill_mask, references, make_matcher("sift"))
+    from benchmark.psnr import masked_psnr
+
+    psnr = masked_psnr(np.asarray(scene.gt), np.asarray(result.image), scene.fill_mask)
+    return result, psnr
+
+
+def test_a_nearer_plane_wins_where_the_target_confirms_it(monkeypatch):
+    """Parallax scene: behind the foreground's edge two references agree on the background they
+    see uncovered; the occlusion order puts the foreground in front, because the target's
+    known pixels confirm it, and the hole gets closer to the truth."""
+    ordered, ordered_psnr = _scene_fill("4")
+    assert ordered.occlusion["applied"] and ordered.occlusion["hole_share"] > 0
+    check = ordered.occlusion
+    assert check["known_error_ordered"] < check["known_error_unordered"]
+
+    def unordered(candidates, best, any_valid):
+        return best, np.zeros_like(any_valid), np.zeros((len(candidates), *best.shape))
+
+    plain, plain_psnr = _scene_fill("4", monkeypatch, unordered)
+    assert not plain.occlusion["applied"]
+    assert ordered_psnr > plain_psnr + 1.0
+
+
+def test_an_order_the_known_pixels_refute_is_not_used(monkeypatch):
+    real = geometry.nearer_planes
+    baseline, baseline_psnr = _scene_fill("4", monkeypatch, lambda c, b, v: (b, np.zeros_like(v),
+                                          real(c, b, v)[2]))  # fmt: skip
+
+    def reversed_order(candidates, best, any_valid):
+        """The opposite choice: the main plane wherever the consensus chose a further one, and
+        a further plane of the same reference wherever it chose the main one."""
+        choice = best.copy()
+        for i, c in enumerate(candidates):
+            partner = [j for j, d in enumerate(candidates) if d.reference == c.reference and j != i]
+            if partner:
+                choice[best == i] = partner[0]
+        return choice, choice != best, real(candidates, best, any_valid)[2]
+
+    wrong, wrong_psnr = _scene_fill("4", monkeypatch, reversed_order)
+    assert wrong.occlusion["known_pixels_checked"] >= geometry.MIN_ORDER_EVIDENCE
+    assert not wrong.occlusion["applied"]  # refuted by the target's own pixels
+    assert wrong_psnr == baseline_psnr
