@@ -176,6 +176,22 @@ def list_images(folder: Path) -> tuple[list[Path], list[Path]]:
     return images, ignored
 
 
+def scene_sha256(scene_dir: str | os.PathLike) -> str:
+    """sha256 over a scene's reference and target files (names and contents): a changed scene
+    is a new scene, a moved one is not."""
+    import hashlib
+
+    scene_dir = Path(scene_dir)
+    digest = hashlib.sha256()  # of (name, file sha256) pairs
+    refs, _ = list_images(scene_dir / "ref")
+    targets = [scene_dir / "target" / n for n in ("target.png", "mask.png", "gt.png")]
+    for path in refs + [p for p in targets if p.is_file()]:
+        digest.update(f"{path.relative_to(scene_dir)}\0".encode())
+        with open(path, "rb") as file:
+            digest.update(hashlib.file_digest(file, "sha256").hexdigest().encode())
+    return digest.hexdigest()
+
+
 def numbered_images(folder: Path) -> list[Path]:
     """A results folder's completions: the images named by a number (0.png, 1.png, ...), in
     numeric order; other files there (a warp fill's uncertainty.png, say) are not completions."""

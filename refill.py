@@ -70,9 +70,9 @@ def run_refill(args) -> dict:
     train_extra, infer_extra = shlex.split(args.train_args), shlex.split(args.infer_args)
     n = recipe.num_images
 
-    def train(scene_path: Path, model: Path, stage: str) -> engine.Stage:
+    def train(scene_path: Path, model: Path, stage: str, **more) -> engine.Stage:
         command = engine.train_command(recipe, scene_path, model, train_extra)
-        return engine.Stage(stage, command, check=lambda: engine.check_model(model))
+        return engine.Stage(stage, command, check=lambda: engine.check_model(model), **more)
 
     def infer(scene_path: Path, model: Path, results: Path, stage: str) -> engine.Stage:
         command = engine.infer_command(recipe, scene_path, model, results, infer_extra)
@@ -80,7 +80,9 @@ def run_refill(args) -> dict:
             stage, command, check=lambda: engine.check_completions(results, n, record=False)
         )
 
-    stages = [train(scene_dir, where.model, "train")]
+    # the scene's content is an input: a changed scene is trained again, and so is all after it
+    fingerprint = f"scene sha256 {engine.scene_fingerprint(scene_dir)}"
+    stages = [train(scene_dir, where.model, "train", inputs=[fingerprint])]
     if args.geometry:  # the warp fill of the ORIGINAL references guides both rounds
         warp = engine.warp_command(scene_dir, where.warp, args.matcher, args.loftr_weights)
         stages.append(engine.Stage("warp", warp, check=lambda: engine.check_warp(where.warp)))

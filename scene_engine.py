@@ -587,13 +587,7 @@ def scene_problem(scene_dir: Path) -> str | None:
 
 def scene_fingerprint(scene_dir: Path) -> str:
     """sha256 over the scene's reference and target files: a changed scene is a new scene."""
-    digest = hashlib.sha256()  # of (name, file sha256) pairs: file_digest hashes each file
-    refs, _ = ru.list_images(scene_dir / "ref")
-    targets = [scene_dir / "target" / n for n in ("target.png", "mask.png", "gt.png")]
-    for path in refs + [p for p in targets if p.is_file()]:
-        digest.update(f"{path.relative_to(scene_dir)}\0".encode())
-        digest.update(lr.file_sha256(path).encode())
-    return digest.hexdigest()
+    return ru.scene_sha256(scene_dir)
 
 
 class SceneLock:

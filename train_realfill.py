@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -297,8 +298,9 @@ def checkpoint_step(path: Path) -> int:
 
 
 def save_checkpoint(
-    accelerator, output_dir: Path, step: int, lora_models, optimizer, scheduler, limit
-):
+    accelerator, output_dir: Path, step: int, lora_models, optimizer, scheduler, limit,
+    fingerprint: str = "",
+):  # fmt: skip
     """Write checkpoints/checkpoint-<step>/ atomically: a partial folder renamed when complete."""
     import torch
 
@@ -320,6 +322,7 @@ def save_checkpoint(
             },
             partial / "state.pt",
         )
+        ru.atomic_write_json({"fingerprint": fingerprint}, partial / INPUTS_FILE)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         shutil.rmtree(final, ignore_errors=True)
@@ -369,17 +372,52 @@ def load_plain(path: Path) -> dict:
         ) from None
 
 
-def resolve_resume(spec: str | None, output_dir: Path) -> Path | None:
+INPUTS_FILE = "inputs.json"  # in a checkpoint: the fingerprint of the run that wrote it
+NOT_IN_FINGERPRINT = {  # flags that change where and how often things are written, not weights
+    "output_dir", "logging_dir", "resume_from_checkpoint", "checkpointing_steps",
+    "checkpoints_total_limit", "validation_steps", "num_validation_images", "report_to",
+    "push_to_hub", "hub_model_id", "save_merged_pipeline", "train_data_dir",
+}  # fmt: skip
+
+
+def run_fingerprint(args: argparse.Namespace) -> str:
+    """sha256 of what decides the weights a run ends with: the scene's content and every
+    training setting. A checkpoint of another fingerprint is never resumed."""
+    import hashlib
+
+    settings = {k: v for k, v in sorted(vars(args).items()) if k not in NOT_IN_FINGERPRINT}
+    blob = json.dumps([ru.scene_sha256(args.train_data_dir), settings], default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def checkpoint_fingerprint(path: Path) -> str | None:
+    """The fingerprint a checkpoint was written with; None for one written before they were."""
+    try:
+        return json.loads((path / INPUTS_FILE).read_text())["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def resolve_resume(spec: str | None, output_dir: Path, fingerprint: str) -> Path | None:
+    """The checkpoint to resume from: for 'latest', the newest one written by a run with the
+    same scene and settings (a run that must start over, e.g. a ReFill round on a new scene,
+    never continues another's); a named one must match too."""
     if not spec:
         return None
     if spec == "latest":
-        found = list_checkpoints(output_dir)
+        found = [c for c in list_checkpoints(output_dir)
+                 if checkpoint_fingerprint(c) in (None, fingerprint)]  # fmt: skip
         return found[-1] if found else None
     path = Path(spec)
     if not (path / "state.pt").is_file():
         raise ru.SceneError(
             f"{path}: not a checkpoint folder (no state.pt); pass a checkpoints/checkpoint-<step> "
             "folder or 'latest'"
+        )
+    if checkpoint_fingerprint(path) not in (None, fingerprint):
+        raise ru.SceneError(
+            f"{path} was written by a run with another scene or other settings: resume with "
+            "exactly those, or start over without --resume_from_checkpoint"
         )
     return path
 
@@ -482,7 +520,8 @@ def check_inputs(args: argparse.Namespace) -> tuple[ru.Scene, Path | None]:
         {"the scene": args.train_data_dir},
         record=ru.is_main_process(),
     )
-    resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
+    args.fingerprint = run_fingerprint(args)
+    resume = resolve_resume(args.resume_from_checkpoint, args.output_dir, args.fingerprint)
     if args.push_to_hub:
         check_hub_access()
     return scene, resume
@@ -583,6 +622,14 @@ def train(args: argparse.Namespace, checked: tuple | None = None) -> Path:
     sampler = SceneSampler(scene, args.resolution)
 
     step = 0
+    stale = [c for c in list_checkpoints(args.output_dir)
+             if checkpoint_fingerprint(c) not in (None, args.fingerprint)]  # fmt: skip
+    if stale and accelerator.is_main_process:  # its own files, from a run of other inputs
+        print(f"note: removing {len(stale)} checkpoint(s) of a run with another scene or other "
+              "settings; they would mix with this run's")  # fmt: skip
+        for old in stale:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
     if resume is not None:
         step = load_checkpoint(accelerator, resume, lora_models, optimizer, lr_scheduler)
         if accelerator.is_main_process:
@@ -635,6 +682,7 @@ def train(args: argparse.Namespace, checked: tuple | None = None) -> Path:
                 optimizer,
                 lr_scheduler,
                 args.checkpoints_total_limit,
+                args.fingerprint,
             )
         if (
             args.validation_steps

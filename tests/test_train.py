@@ -409,3 +409,27 @@ def test_full_target_trains_the_whole_unet_and_infer_uses_it(tiny_model, tmp_pat
     (out / ru.FULL_UNET_DIR / "config.json").unlink()
     with pytest.raises(ru.SceneError, match="--lora_target full.*config.json"):
         infer.inspect_model_path(out)
+
+
+def test_a_run_on_a_changed_scene_never_resumes_the_old_runs_checkpoints(tiny_model, tmp_path):
+    """A ReFill round trained again on a new scene once resumed the old round's last
+    checkpoint and trained 0 steps on the new scene; checkpoints carry the run's fingerprint."""
+    scene = make_scene(tmp_path / "scene")
+    out, log = tmp_path / "out", tmp_path / "log.txt"
+    steps = ["--max_train_steps", "4", "--checkpointing_steps", "2"]
+    again = [*steps, "--resume_from_checkpoint", "latest"]
+    argv = train_cmd(tiny_model, scene, out, *again, launcher=())[1:]
+    assert run_main_in_process(tr.main, argv, log) == 0
+    first = _lora(out)
+    assert run_main_in_process(tr.main, argv, log) == 0  # same scene and settings: resumed
+    assert "resumed from" in log.read_text() and "at step 4" in log.read_text()
+    Image.new("RGB", (60, 44), (200, 30, 90)).save(scene / "ref" / "9.png")  # a new reference
+    assert run_main_in_process(tr.main, argv, log) == 0
+    text = log.read_text()
+    assert "resumed from" not in text and "removing 2 checkpoint(s)" in text
+    retrained = _lora(out)
+    assert any(not torch.equal(first[k], retrained[k]) for k in first)
+    with pytest.raises(ru.SceneError, match="another scene or other settings"):
+        old = out / "checkpoints" / "checkpoint-4"
+        (old / tr.INPUTS_FILE).write_text('{"fingerprint": "another run"}')
+        tr.check_inputs(tr.parse_args([*argv[:-2], "--resume_from_checkpoint", str(old)]))
