@@ -38,6 +38,7 @@ import colorsys
 import functools
 import json
 import math
+import os
 import platform
 import shlex
 import sys
@@ -1012,18 +1013,26 @@ def training_record(args, state: dict, parent: dict | None, command, unet_curve,
     return record
 
 
+def steps(text: str) -> int:
+    """argparse type: a step count, 0 or more (0 skips the stage)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=ru.HelpFormatter)
     p.add_argument("--output_dir", type=Path, default=ru.TOY_MODEL, help="pipeline folder to write")
-    p.add_argument("--vae_steps", type=int, default=VAE_STEPS, help="VAE training steps")
+    p.add_argument("--vae_steps", type=steps, default=VAE_STEPS, help="VAE training steps")
     p.add_argument(
         "--decoder_steps",
-        type=int,
+        type=steps,
         default=DECODER_STEPS,
         help="steps of the decoder stage (the decoder alone, on recoloured images, with a "
         "mean-colour loss)",
     )
-    p.add_argument("--unet_steps", type=int, default=UNET_STEPS, help="UNet training steps")
+    p.add_argument("--unet_steps", type=steps, default=UNET_STEPS, help="UNet training steps")
     p.add_argument(
         "--init_from",
         type=Path,
@@ -1061,11 +1070,39 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def check_output_dir(output_dir: Path, measure_only: bool) -> None:
+    """Before any model loads: --measure_only needs a toy folder with its record; training may
+    replace only an empty folder or a toy model folder (its record is there), never a user's."""
+    record = output_dir / RECORD_FILE
+    if measure_only:
+        if not record.is_file() or not (output_dir / "model_index.json").is_file():
+            raise ru.SceneError(
+                f"{output_dir}: not a toy model folder (no {RECORD_FILE} and model_index.json); "
+                "--measure_only measures a folder this script wrote: pass its --output_dir"
+            )
+        return
+    if output_dir.is_file():
+        raise ru.SceneError(f"--output_dir {output_dir} is a file: pass a folder")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not record.is_file():
+        raise ru.SceneError(
+            f"--output_dir {output_dir} holds files this script did not write (no {RECORD_FILE}); "
+            "the model folder replaces it whole: choose a new or empty --output_dir"
+        )
+    parent = output_dir.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ru.SceneError(
+            f"--output_dir {output_dir}: {parent} is not a writable folder; choose another"
+        )
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    ru.quiet_libraries()
 
     def run():
+        check_output_dir(args.output_dir, args.measure_only)  # before the libraries' imports
+        ru.quiet_libraries()
         if args.measure_only:
             record = measure_only(args.output_dir, args.command)
             keys = ("vae_psnr_db_mean", "small_hole_inpainting")

@@ -217,3 +217,17 @@ def test_docs_carry_the_committed_record():
     text = ttm.DOCS.read_text()
     block = text.split(ttm.DOCS_BEGIN, 1)[1].split(ttm.DOCS_END, 1)[0]
     assert block.strip() == ttm.docs_section(record).strip()
+
+
+def test_a_users_folder_or_a_missing_record_is_refused_before_anything_loads(tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    argv = ["--vae_steps", "1", "--unet_steps", "1", "--checkpoint_dir", str(tmp_path / "ck")]
+    assert ttm.main([*argv, "--output_dir", str(mine)]) == ru.EXIT_INPUT
+    assert "did not write" in capsys.readouterr().err
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    assert ttm.main(["--measure_only", "--output_dir", str(tmp_path / "none")]) == ru.EXIT_INPUT
+    assert "not a toy model folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ttm.parse_args(["--unet_steps", "-1"])
