@@ -793,8 +793,42 @@ def main(argv: list[str] | None = None) -> int:
     )
 
 
+TARGET_FILES = ("target/target.png", "target/mask.png", "target/gt.png")
+
+
+def check_output(output_dir: Path) -> None:
+    """SceneError unless `output_dir` is new, empty, or a folder this script wrote (its
+    scenes.json is there) whose scene folders hold only the files that record names: a scene
+    folder is replaced whole, so nothing of the user's may be in one."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise SceneError(f"--output_dir {output_dir} is a file: pass a folder")
+    if not output_dir.is_dir():
+        return
+    visible = [p for p in output_dir.iterdir() if not p.name.startswith(".")]
+    try:
+        record = json.loads((output_dir / "scenes.json").read_text())
+        scenes = {s["scene"]: {r["file"] for r in s["references"]} for s in record["scenes"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        if visible:
+            raise SceneError(
+                f"--output_dir {output_dir} holds files this script did not write (no scenes.json "
+                "of its own): choose a new or empty folder"
+            ) from None
+        return
+    for scene, references in scenes.items():
+        folder = output_dir / scene
+        found = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+        foreign = sorted(found - references - set(TARGET_FILES)) if folder.is_dir() else []
+        if foreign:
+            raise SceneError(
+                f"{folder} holds files this script did not write ({', '.join(foreign[:4])}); "
+                "the scene folder is replaced whole: move them away first"
+            )
+
+
 def write(output_dir: Path) -> None:
     """Generate the scenes and README into `output_dir`."""
+    check_output(output_dir)
     files = generate(output_dir)
     size = sum((output_dir / f).stat().st_size for f in files)
     print(f"wrote {len(files)} files ({size / 1e3:.0f} kB) under {output_dir}")

@@ -178,3 +178,17 @@ def test_check_of_a_missing_folder_is_bad_input(tmp_path, capsys):
         mes.main(["--output_dir", str(tmp_path / "missing"), "--check"])
     assert exit_info.value.code == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_writing_never_replaces_a_users_files(regenerated, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README.md").write_text("my notes")
+    assert mes.main(["--output_dir", str(mine)]) == 2
+    assert (mine / "README.md").read_text() == "my notes"
+    ours = tmp_path / "ours"
+    shutil.copytree(regenerated[0], ours)
+    (ours / "Custom" / "1" / "mynotes.txt").write_text("keep me")
+    assert mes.main(["--output_dir", str(ours)]) == 2
+    assert (ours / "Custom" / "1" / "mynotes.txt").read_text() == "keep me"
+    assert "mynotes.txt" in capsys.readouterr().err
