@@ -205,4 +205,5 @@ def demo(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+    ru.interrupt_on_sigterm()  # stops the running stage too, as Ctrl-C does
     sys.exit(main())

@@ -90,6 +90,18 @@ def run_main(body, interrupted="interrupted", failed: dict | None = None) -> int
     return code if isinstance(code, int) else EXIT_OK
 
 
+def interrupt_on_sigterm() -> None:
+    """SIGTERM (kill, scancel, a closing terminal) stops a script that runs other scripts as
+    Ctrl-C does: the running stage is stopped with it, nothing is left orphaned, and the exit
+    status says "interrupted". For a script's `__main__` (the main thread)."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def note(message: str) -> None:
     """A one-line notice on stderr for the user (not a Python warning with file and line)."""
     print(f"note: {message}", file=sys.stderr, flush=True)

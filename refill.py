@@ -198,4 +198,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    ru.interrupt_on_sigterm()  # stops the running stage too, as Ctrl-C does
     sys.exit(main())

@@ -42,7 +42,6 @@ import json
 import os
 import queue
 import shlex
-import signal
 import subprocess
 import sys
 import threading
@@ -499,10 +498,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt  # SIGTERM (kill, scancel) stops like Ctrl-C: stages are killed
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     out = args.output_dir.resolve()
@@ -549,5 +544,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _interrupt)
+    ru.interrupt_on_sigterm()  # SIGTERM (kill, scancel) stops like Ctrl-C: stages are killed
     sys.exit(main())

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import hashlib
 import json
 import math
 import os
