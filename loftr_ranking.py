@@ -223,7 +223,7 @@ def _kornia_cache_file(model_type: str) -> Path:
 def _no_weights(model_type: str, why: str) -> RankingAborted:
     return RankingAborted(
         f"LoFTR '{model_type}' weights are not available ({why}). Either pass a local "
-        f"checkpoint with --loftr-weights PATH (or set {WEIGHTS_ENV}), e.g. kornia's "
+        f"checkpoint with --loftr_weights PATH (or set {WEIGHTS_ENV}), e.g. kornia's "
         f"loftr_{model_type}.ckpt, or use the weight-free matcher with --matcher sift"
     )
 
@@ -241,7 +241,7 @@ def resolve_loftr_weights(weights: str | None, model_type: str) -> str:
         path = Path(weights).expanduser()
         if not path.is_file():
             raise RankingAborted(
-                f"{path}: LoFTR checkpoint not found (given by --loftr-weights or {WEIGHTS_ENV}); "
+                f"{path}: LoFTR checkpoint not found (given by --loftr_weights or {WEIGHTS_ENV}); "
                 f"pass the path of a loftr_{model_type}.ckpt file, or use --matcher sift"
             )
         return str(path.resolve())

@@ -34,6 +34,7 @@ one scene.
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -57,6 +58,10 @@ def run_refill(args) -> dict:
     scene = ru.load_scene(scene_dir)  # every input problem surfaces now, not after training
     output_dir = args.output_dir.resolve()
     name = args.scene_name or scene_name(scene_dir)
+    if args.scene_name and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):  # folders
+        raise ru.SceneError(
+            f"--scene_name {name!r}: use letters, digits, '_', '-' and '.' only (no path)"
+        )
     entries = ["models", "results", "scenes", "logs", "warp", STATE_FILE, SUMMARY_FILE]
     ru.claim_output_dir(output_dir, SCRIPT, entries, {"the scene": scene_dir})
     where = Layout(output_dir, name)
