@@ -231,6 +231,13 @@ def set_up(args: argparse.Namespace) -> dict:
         "scenes": scenes,
         "recipe": recipe,
     }
+    if output_dir.is_dir():
+        theirs = [p.name for p in sorted(output_dir.iterdir()) if not p.name.startswith(".")]
+        if theirs:  # no run was set up here: everything in it is someone else's
+            raise ru.SceneError(
+                f"--output_dir {output_dir} holds files that no run set up ({', '.join(theirs[:4])}"
+                f"); a run writes only into a new or empty folder: choose another --output_dir"
+            )
     ru.check_output_dir(output_dir)
     ru.atomic_write_json(config, output_dir / CONFIG_FILE)
     return config

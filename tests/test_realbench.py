@@ -241,6 +241,19 @@ def test_every_scene_is_validated_before_anything_starts(tmp_path, capsys):
     assert rb.main(missing) == ru.EXIT_INPUT
     assert "RealFill project page (https://realfill.github.io)" in capsys.readouterr().err
 
+    (bad_mask / "target" / "mask.png").unlink()  # scene 2 left out; 1 and 10 remain usable
+    shutil.rmtree(bad_mask)
+    (no_gt / "target" / "gt.png").write_bytes((data / "1" / "target" / "gt.png").read_bytes())
+    mine = tmp_path / "mine"
+    (mine / "slurm").mkdir(parents=True)
+    (mine / "slurm" / "realbench.sbatch").write_text("my own job")
+    argv = ["slurm", "--realbench_dir", str(tmp_path), "--output_dir", str(mine)]
+    base = ["--pretrained_model_name_or_path", str(ru.TOY_MODEL), "--matcher", "sift"]
+    assert rb.main([*argv, *base]) == ru.EXIT_INPUT
+    assert "holds files that no run set up" in capsys.readouterr().err
+    assert (mine / "slurm" / "realbench.sbatch").read_text() == "my own job"
+    assert sorted(p.name for p in mine.iterdir()) == ["slurm"]
+
 
 def test_sigterm_stops_the_running_scene_and_starts_no_other(tiny_model, tmp_path):
     for number in (1, 2):
