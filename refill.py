@@ -62,6 +62,11 @@ def run_refill(args) -> dict:
         raise ru.SceneError(
             f"--scene_name {name!r}: use letters, digits, '_', '-' and '.' only (no path)"
         )
+    recipe = ru.Recipe.for_model(**{f: getattr(args, f) for f in RECIPE_FLAGS})
+    train_extra, infer_extra = shlex.split(args.train_args), shlex.split(args.infer_args)
+    engine.check_stage_args(recipe, train_extra, infer_extra)  # before anything is written
+    if not (output_dir / STATE_FILE).is_file():  # the matcher too, when no selection was made
+        lr.make_matcher(args.matcher, weights=args.loftr_weights)
     entries = ["models", "results", "scenes", "logs", "warp", STATE_FILE, SUMMARY_FILE]
     ru.claim_output_dir(output_dir, SCRIPT, entries, {"the scene": scene_dir})
     where = Layout(output_dir, name)
@@ -71,8 +76,6 @@ def run_refill(args) -> dict:
               f"second round adds none (raise --target_count to add completions)")  # fmt: skip
     if "select" not in state.data["stages"]:  # fail now, not after an hour of training
         lr.make_matcher(args.matcher, weights=args.loftr_weights)
-    recipe = ru.Recipe.for_model(**{f: getattr(args, f) for f in RECIPE_FLAGS})
-    train_extra, infer_extra = shlex.split(args.train_args), shlex.split(args.infer_args)
     n = recipe.num_images
 
     def train(scene_path: Path, model: Path, stage: str, **more) -> engine.Stage:

@@ -45,6 +45,7 @@ import shlex
 import subprocess
 import sys
 import threading
+from dataclasses import fields
 from pathlib import Path
 
 import loftr_ranking as lr
@@ -220,6 +221,11 @@ def set_up(args: argparse.Namespace) -> dict:
             flush=True,
         )
     ru.resolve_model_path(recipe["pretrained_model_name_or_path"])  # fail now, not per scene
+    known = {f.name for f in fields(ru.Recipe)}
+    engine.check_stage_args(  # the stages' own parsers, on the stored recipe: now, not per scene
+        ru.Recipe.for_model(**{k: v for k, v in recipe.items() if k in known}),
+        shlex.split(recipe["train_args"]), shlex.split(recipe["infer_args"]),
+    )  # fmt: skip
     if recipe["matcher"] == "loftr":
         recipe["loftr_weights"] = lr.resolve_loftr_weights(recipe["loftr_weights"], "outdoor")
     if old:
@@ -451,11 +457,11 @@ def add_recipe_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--custom_dir", type=Path, default=None, help="Custom/<N>/... scenes, too")
     flag("scenes", "only these scenes, e.g. RealBench-1 Custom-2; default: all", nargs="+")
     ru.add_recipe_flags(p, RECIPE_FIELDS, note="{value}")  # the recipe's help, default shown
-    flag("num_images", "completions per scene, before seed selection", type=int)
+    flag("num_images", "completions per scene, before seed selection", type=ru.positive_int)
     flag("matcher", "seed-selection ranking; sift needs no weights", choices=lr.MATCHERS)
     flag("loftr_weights", f"LoFTR checkpoint; default: ${lr.WEIGHTS_ENV} or kornia's cache")
     flag("refill", "also run and benchmark ReFill", action=argparse.BooleanOptionalAction)
-    flag("target_count", "ReFill: references in the second round", type=int)
+    flag("target_count", "ReFill: references in the second round", type=ru.positive_int)
     flag(
         "geometry",
         "geometry-guided completion: warp_fill.py first, then sampling guided by its fill",

@@ -176,6 +176,41 @@ def infer_command(
     ]  # fmt: skip
 
 
+def check_stage_args(recipe: ru.Recipe, train_extra=(), infer_extra=()) -> None:
+    """SceneError now, not after an hour of training, if the base model is missing, the
+    resolution does not fit it, or train_realfill.py / infer.py would refuse their arguments
+    (the recipe's and --train_args / --infer_args). Parses only; loads nothing."""
+    import contextlib
+    import io
+
+    import infer
+    import train_realfill
+
+    multiple = ru.config_size_multiple(recipe.pretrained_model_name_or_path)
+    if recipe.resolution % multiple:
+        raise ru.SceneError(
+            f"--resolution {recipe.resolution} is not a multiple of {multiple}, which the base "
+            f"model {recipe.pretrained_model_name_or_path} needs"
+        )
+    scene, out = Path("scene"), Path("out")
+    for script, parse, command, flag in (
+        ("train_realfill.py", train_realfill.parse_args,
+         train_command(recipe, scene, out, train_extra), "--train_args"),
+        ("infer.py", infer.parse_args, infer_command(recipe, scene, out, out, infer_extra),
+         "--infer_args"),
+    ):  # fmt: skip
+        said = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(said):
+                parse(command[1:])
+        except SystemExit:
+            reason = (said.getvalue().strip().splitlines() or ["refused"])[-1]
+            raise ru.SceneError(
+                f"{script} would refuse its arguments ({reason.split('error: ')[-1]}): check "
+                f"{flag} and the recipe flags"
+            ) from None
+
+
 def warp_command(
     scene_dir: Path, warp_dir: Path, matcher: str, loftr_weights: str | None
 ) -> list[str]:

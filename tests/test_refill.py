@@ -160,11 +160,30 @@ def fake_scripts(tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "TRAIN_SCRIPT", scripts / "train.py")
     monkeypatch.setattr(engine, "INFER_SCRIPT", scripts / "infer.py")
     monkeypatch.setattr(refill.lr, "rank_completions", rank_with_stand_in_matches)
+    # stand-in scripts and base model: the real scripts' argument check does not apply
+    monkeypatch.setattr(engine, "check_stage_args", lambda *args: None)
     calls = tmp_path / "calls.txt"
     calls.write_text("")
     Path(f"{calls}.fail").write_text("")
     monkeypatch.setenv("REFILL_TEST_CALLS", str(calls))
     return calls
+
+
+def test_arguments_a_stage_would_refuse_stop_the_run_before_it_starts(tiny_model, tmp_path, capsys):
+    scene = make_scene(tmp_path / "data" / "Custom" / "3", n_refs=2)
+    base = ["--pretrained_model_name_or_path", str(tiny_model), "--train_data_dir", str(scene),
+            "--matcher", "sift"]  # fmt: skip
+    for extra, expected in (
+        (["--infer_args", "--num_imgs 4"], "infer.py would refuse its arguments"),
+        (["--train_args", "--bogus 1"], "train_realfill.py would refuse its arguments"),
+        (["--resolution", "36"], "is not a multiple of"),
+    ):
+        out = tmp_path / "run"
+        assert refill.main([*base, "--output_dir", str(out), *extra]) == ru.EXIT_INPUT
+        assert expected in capsys.readouterr().err
+        assert not out.exists()  # nothing written, no state left behind
+    missing = [*base[2:], "--pretrained_model_name_or_path", str(tmp_path / "nope")]
+    assert refill.main([*missing, "--output_dir", str(tmp_path / "run")]) == ru.EXIT_INPUT
 
 
 def fake_argv(scene: Path, out: Path, *extra: str) -> list[str]:
