@@ -445,7 +445,7 @@ def run_stages(
                 continue
             redo = True  # everything after a redone stage is redone too
             state.start(stage.name, [s.name for s in stages[number - 1 :]], **running)
-            say(f"{label} ...")
+            say(f"{label} ..." + (f" (progress: {log})" if log and not echo else ""))
             started, start = now(), time.perf_counter()
             if stage.before:
                 stage.before()
