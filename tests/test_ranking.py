@@ -388,7 +388,7 @@ def test_loftr_without_weights_offline_fails_fast(photo_scene, tmp_path, monkeyp
     assert lr.main(argv) == 2
     assert time.perf_counter() - start < 5
     message = capsys.readouterr().err
-    assert "--loftr-weights" in message and "--matcher sift" in message
+    assert "--loftr_weights" in message and "--matcher sift" in message
     assert not (completions / lr.SCORES_FILE).exists()
     monkeypatch.setenv(lr.WEIGHTS_ENV, str(tmp_path / "missing.ckpt"))
     assert lr.main(argv) == 2

@@ -271,7 +271,7 @@ def test_two_processes_train_and_only_one_writes(tiny_model, tmp_path):
     assert result.stdout.count("LoRA written") == 1
     checkpoint = tr.list_checkpoints(out)[-1]
     assert sorted(p.name for p in checkpoint.iterdir()) == [
-        "rng_state_0.pt", "rng_state_1.pt", "state.pt",
+        tr.INPUTS_FILE, "rng_state_0.pt", "rng_state_1.pt", "state.pt",
     ]  # fmt: skip
     assert (out / ru.LORA_FILE).is_file()
     bookkeeping = {ru.LOCK_FILE, ru.MANIFEST_FILE}  # the output-folder rule's own files
