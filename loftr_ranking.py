@@ -26,7 +26,6 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import socket
 import sys
 import time
@@ -50,8 +49,12 @@ from realfill_utils import (
     list_images,
     load_image,
     load_mask,
+    names_of,
+    natural_key,
+    note,
     overlaps,
     positive_int,
+    ranked_images,
     run_main,
 )
 
@@ -408,11 +411,6 @@ class PairCache:
 # ---------------------------------------------------------------------------------------------
 # Ranking
 # ---------------------------------------------------------------------------------------------
-def natural_key(name: str):
-    """'2.png' before '10.png'."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
-
-
 def dilate(fill_mask: np.ndarray, pixels: float) -> np.ndarray:
     """fill_mask (True = fill) grown by `pixels` (Euclidean)."""
     if pixels <= 0:
@@ -721,9 +719,16 @@ def run(args: argparse.Namespace) -> int:
         scores_file = args.source_dir / SCORES_FILE
     if scores_file is not None:
         claim_output_file(scores_file, SCRIPT, is_ranking_file, inputs, "--ranking-output-file")
-    candidates, _ = list_images(args.source_dir)
-    candidates.sort(key=lambda p: natural_key(p.name))
-    references, _ = list_images(args.ref_dir)
+    images, _ = list_images(args.source_dir)
+    # infer.py's completions are 0.png, 1.png, ...; other images beside them (a warp fill's
+    # uncertainty.png) are not candidates. A folder without numbered images is ranked whole.
+    candidates = ranked_images(args.source_dir)
+    if len(candidates) < len(images):
+        others = [p for p in images if p not in candidates]
+        note(f"{args.source_dir}: ranking the numbered completions only, not {names_of(others)}")
+    references, ignored = list_images(args.ref_dir)
+    if ignored:
+        note(f"{args.ref_dir}: ignoring hidden or non-image entries: {names_of(ignored)}")
     if not candidates:
         raise SceneError(f"{args.source_dir}: no completions (images such as 0.png) found")
     if not references:

@@ -107,7 +107,8 @@ def note(message: str) -> None:
     print(f"note: {message}", file=sys.stderr, flush=True)
 
 
-def _names(paths, limit: int = 8) -> str:
+def names_of(paths, limit: int = 8) -> str:
+    """'a.png, b.png and 3 more': file names for a message."""
     names = [Path(p).name for p in paths]
     more = f" and {len(names) - limit} more" if len(names) > limit else ""
     return ", ".join(names[:limit]) + more
@@ -211,6 +212,21 @@ def numbered_images(folder: Path) -> list[Path]:
     return sorted(images, key=lambda p: int(p.stem))
 
 
+def natural_key(name: str) -> list:
+    """Sort key putting '2.png' before '10.png'."""
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def ranked_images(folder: Path) -> list[Path]:
+    """The images loftr_ranking.py ranks in a folder: its numbered completions, or, in a folder
+    without any, every image, in natural order."""
+    return numbered_images(folder) or sorted(
+        list_images(Path(folder))[0], key=lambda p: natural_key(p.name)
+    )
+
+
 @dataclass
 class Scene:
     """One RealBench-layout scene, decoded once. `fill_mask`: True = region to fill."""
@@ -251,7 +267,7 @@ def load_scene(scene_dir: str | os.PathLike, require_references: bool = True) ->
     if ref_dir.is_dir():
         reference_paths, ignored = list_images(ref_dir)
     if require_references and not reference_paths:
-        skipped = f" (skipped: {_names(ignored)})" if ignored else ""
+        skipped = f" (skipped: {names_of(ignored)})" if ignored else ""
         raise SceneError(
             f"{ref_dir}: no reference images found{skipped}: put 1-5 photos of the scene "
             f"({', '.join(IMAGE_EXTENSIONS)}) in this folder"
@@ -259,7 +275,7 @@ def load_scene(scene_dir: str | os.PathLike, require_references: bool = True) ->
     if ignored:
         note(
             f"{ref_dir}: ignoring {len(ignored)} hidden or non-image entr"
-            f"{'y' if len(ignored) == 1 else 'ies'}: {_names(ignored)}"
+            f"{'y' if len(ignored) == 1 else 'ies'}: {names_of(ignored)}"
         )
     for name in ("target.png", "mask.png"):
         if not (target_dir / name).is_file():
@@ -374,7 +390,7 @@ def claim_output_dir(
         if foreign:
             raise SceneError(
                 f"{flag} {path} holds {len(foreign)} entr{'y' if len(foreign) == 1 else 'ies'} "
-                f"that {script} did not write ({_names(foreign)}); it deletes and overwrites "
+                f"that {script} did not write ({names_of(foreign)}); it deletes and overwrites "
                 f"only its own outputs: choose a new or empty {flag}, or move those files away"
             )
     check_output_dir(path)

@@ -89,7 +89,7 @@ def run_refill(args) -> dict:
         )
 
     # the scene's content is an input: a changed scene is trained again, and so is all after it
-    fingerprint = f"scene sha256 {engine.scene_fingerprint(scene_dir)}"
+    fingerprint = f"{engine.SCENE_INPUT}{engine.scene_fingerprint(scene_dir)}"
     stages = [train(scene_dir, where.model, "train", inputs=[fingerprint])]
     if args.geometry:  # the warp fill of the ORIGINAL references guides both rounds
         warp = engine.warp_command(scene_dir, where.warp, args.matcher, args.loftr_weights)
@@ -102,7 +102,10 @@ def run_refill(args) -> dict:
         infer(where.scene, where.model_refill, where.results_refill, "infer_refill"),
     ]
     assert tuple(s.name for s in stages if s.name != "warp") == STAGES
-    report = engine.run_stages(stages, state, where.logs)
+    # the summary describes a finished run: once a stage runs again, an earlier run's summary
+    # is out of date (if this run fails, none is left to mislead); it is this script's own file
+    stale = lambda: (output_dir / SUMMARY_FILE).unlink(missing_ok=True)  # noqa: E731
+    report = engine.run_stages(stages, state, where.logs, before_first=stale)
     summary = {
         "schema_version": SCHEMA_VERSION,
         "scene_dir": str(scene_dir),

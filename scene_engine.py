@@ -317,6 +317,9 @@ def check_selection(scene_dir: Path) -> dict:
 # ---------------------------------------------------------------------------------------------
 # State: which stages are done, with which settings; what runs now; why the last one failed
 # ---------------------------------------------------------------------------------------------
+SCENE_INPUT = "scene sha256 "  # a stage input: the scene's content hash follows
+
+
 def flag_of(settings: list, index: int, labels: list[str] | None = None) -> str:
     """The flag a setting belongs to: its label, or the nearest "--flag" before it."""
     if labels is not None:
@@ -362,13 +365,19 @@ class State:
         if record["settings"] != settings:
             old, new = record["settings"], settings
             changed = [
-                f"{flag_of(new, i, labels)}: {a} -> {b}"
+                f"the scene's files changed (sha256 {a[13:25]}... -> {b[13:25]}...)"
+                if isinstance(b, str) and b.startswith(SCENE_INPUT)
+                else f"{flag_of(new, i, labels)}: {a} -> {b}"
                 for i, (a, b) in enumerate(zip(old, new, strict=False))
                 if a != b
             ]
+            if not changed:  # one list extends the other: name what was added or dropped
+                longer, verb = (old, "without") if len(old) > len(new) else (new, "with")
+                tail = " ".join(map(str, longer[min(len(old), len(new)) :]))
+                changed = [f"now {verb} {tail[:120]}"]
             raise ru.SceneError(
                 f"{self.path.parent}: stage '{stage}' finished earlier with other settings "
-                f"({'; '.join(changed[:4]) or 'another argument list'}); use a new --output_dir, "
+                f"({'; '.join(changed[:4])}); use a new --output_dir, "
                 f"or delete that stage's folder and its entry in {self.path.name} to redo it"
             )
         return record
@@ -419,6 +428,7 @@ def run_stages(
     until: str | None = None,
     echo: bool = False,
     redo_changed=(),
+    before_first: Callable[[], None] | None = None,
     **running,
 ) -> list[dict]:
     """Run (or resume) `stages` in order; return one record per stage ("status": "ran" or
@@ -427,7 +437,7 @@ def run_stages(
     name (a notebook runs one cell's stages; a redone stage still makes every later one stale);
     `redo_changed`: names of stages that are run again when their settings changed, instead of
     refused (a notebook's sampling settings; never a training, which would resume a checkpoint
-    made with other settings);
+    made with other settings); `before_first`: called once, before the first stage that runs;
     `running`: more fields for the State's record of the stage in progress (host, pid, GPU)."""
     report, redo = [], False
     for number, stage in enumerate(stages, 1):
@@ -443,6 +453,8 @@ def run_stages(
                 if stage.name == until:
                     break
                 continue
+            if not redo and before_first:
+                before_first()
             redo = True  # everything after a redone stage is redone too
             state.start(stage.name, [s.name for s in stages[number - 1 :]], **running)
             say(f"{label} ..." + (f" (progress: {log})" if log and not echo else ""))
@@ -689,7 +701,17 @@ def bench_command(config: dict, results_view: Path, output_file: Path, out: Path
 
 
 def make_view(view: Path, folders: list[Path]) -> None:
-    """A folder of links to `folders`: what benchmarks.py should see, and nothing else."""
+    """A folder of links to `folders`: what benchmarks.py should see, and nothing else. It is
+    rebuilt whole each time, so anything in it other than such links is refused, not lost."""
+    if view.is_symlink() or view.exists():
+        if view.is_symlink() or not view.is_dir():
+            raise ru.SceneError(f"{view}: not the folder of links this project makes; move it away")
+        foreign = sorted(p for p in view.iterdir() if not p.is_symlink())
+        if foreign:
+            raise ru.SceneError(
+                f"{foreign[0]}: not a link this project made, in {view}, a folder of links that "
+                "is rebuilt whole on every run; move it out of there and run again"
+            )
     with ru.atomic_path(view, is_dir=True) as tmp:
         for folder in folders:
             (tmp / folder.name).symlink_to(folder, target_is_directory=True)
@@ -755,7 +777,7 @@ def scene_stages(
     warp = warp_command(scene_dir, where.warp, matcher, loftr_weights)
     stages = [
         train(scene_dir, where.model, "train",
-              inputs=[f"scene sha256 {scene_fingerprint(scene_dir)}"]),
+              inputs=[f"{SCENE_INPUT}{scene_fingerprint(scene_dir)}"]),
         # after the training it does not need: turning geometry on later redoes no training
         *([Stage("warp", warp, check=lambda: check_warp(where.warp))] if geometry else []),
         infer(scene_dir, where.model, where.results, "infer"),

@@ -31,7 +31,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from benchmark.common import METRICS, ROOT, UNAVAILABLE_EXIT, MetricSpec
-from realfill_utils import atomic_write_json, list_images, numbered_images
+from realfill_utils import atomic_write_json, list_images, numbered_images, ranked_images
 
 CACHE_SCHEMA = 1
 RANKING_FILE = "loftr_ranking_scores.json"
@@ -509,12 +509,12 @@ def ranking_scores(rf: ResultFolder) -> dict[str, float | None]:
 
 def ranking_is_current(rf: ResultFolder, matcher: str) -> bool:
     """Whether the folder's ranking file ranks exactly the images the ranking script would
-    rank now (every image in the folder), by content, against the scene's references
+    rank now (`ranked_images`), by content, against the scene's references
     and mask as they are now, with `matcher`. Compared by sha256, never by modification time: a
     copied file keeps an old time, and a machine's clock can jump."""
     try:
         data = json.loads((rf.folder / RANKING_FILE).read_text())
-        refs, images = list_images(rf.scene_dir / "ref")[0], list_images(rf.folder)[0]
+        refs, images = list_images(rf.scene_dir / "ref")[0], ranked_images(rf.folder)
         return (
             data["settings"]["matcher"] == matcher
             and data["mask_sha256"] == sha256_file(rf.mask)

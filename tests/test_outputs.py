@@ -134,3 +134,21 @@ def test_two_infer_runs_into_one_folder_cannot_interleave(tiny_model, tmp_path, 
         assert infer.main(infer_argv(tiny_model, scene, out)) == ru.EXIT_INPUT
     assert "another infer.py run is writing" in capsys.readouterr().err
     assert (out / "0.png").read_bytes() == b"the first run's image"
+
+
+def test_a_view_folder_is_rebuilt_but_a_users_file_in_it_is_kept(tmp_path):
+    """run_realbench's report/results and a scene's bench/results are folders of links made
+    again on every run: a file the user put there is refused, not deleted."""
+    import scene_engine as engine
+
+    folders = [tmp_path / "a", tmp_path / "b"]
+    for folder in folders:
+        folder.mkdir()
+    view = tmp_path / "view"
+    engine.make_view(view, folders)
+    engine.make_view(view, folders[:1])  # its own links are replaced
+    assert [p.name for p in view.iterdir()] == ["a"] and (view / "a").resolve() == folders[0]
+    (view / "notes.txt").write_text("mine")
+    with pytest.raises(ru.SceneError, match="notes.txt"):
+        engine.make_view(view, folders)
+    assert (view / "notes.txt").read_text() == "mine"

@@ -253,6 +253,12 @@ def test_cli_rank_only_writes_the_documented_json(photo_scene, tmp_path, capsys)
     assert (completions / lr.CACHE_DIR_NAME).is_dir()  # default cache beside the completions
     assert tree_digest(scene) == before
     assert "4 ranked" in capsys.readouterr().out
+    # beside numbered completions, another image (a warp fill's uncertainty map) is no candidate
+    (completions / "uncertainty.png").write_bytes((completions / "0.png").read_bytes())
+    assert lr.main([*argv, "--matcher", "sift"]) == 0
+    data = json.loads((completions / lr.SCORES_FILE).read_text())
+    assert sorted(c["image"] for c in data["candidates"]) == ["0.png", "1.png", "2.png", "3.png"]
+    assert "not uncertainty.png" in capsys.readouterr().err
 
 
 def test_selection_builds_a_new_scene_and_leaves_the_dataset_alone(photo_scene, tmp_path):

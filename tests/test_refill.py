@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_scene, scripts_in_process
+from PIL import Image
 
 import loftr_ranking as lr
 import realfill_utils as ru
@@ -215,7 +216,35 @@ def test_a_failed_stage_is_resumed_alone(fake_scripts, tmp_path, capsys):
     assert tree_digest(scene) == before
 
 
-def test_geometry_guides_both_rounds_from_the_warp_fill(fake_scripts, tmp_path):
+def test_a_failed_rerun_leaves_no_summary_of_the_earlier_run(fake_scripts, tmp_path, capsys):
+    scene = make_scene(tmp_path / "data" / "Custom" / "3", n_refs=2)
+    out = tmp_path / "run"
+    assert refill.main(fake_argv(scene, out)) == 0
+    summary = out / refill.SUMMARY_FILE
+    assert json.loads(summary.read_text())["chosen"]
+    # a refused rerun (other settings) runs nothing: the finished run and its summary stay
+    assert refill.main(fake_argv(scene, out, "--max_train_steps", "7")) == ru.EXIT_INPUT
+    assert summary.is_file()
+    # a changed scene is named as such, not as a flag
+    reference = sorted((scene / "ref").iterdir())[0]
+    image = Image.open(reference).convert("RGB")
+    image.putpixel((0, 0), (1, 2, 3))
+    image.save(reference)
+    assert refill.main(fake_argv(scene, out)) == ru.EXIT_INPUT
+    assert "the scene's files changed" in capsys.readouterr().err
+    # a stage run again that fails: the earlier run's summary must not describe this one
+    state = json.loads((out / refill.STATE_FILE).read_text())
+    now = f"{engine.SCENE_INPUT}{engine.scene_fingerprint(scene)}"
+    state["stages"]["train"]["settings"][-1] = now  # as if trained again on the changed scene
+    del state["stages"]["train_refill"]
+    (out / refill.STATE_FILE).write_text(json.dumps(state))
+    Path(f"{fake_scripts}.fail").write_text("Custom-3-model-refill")
+    assert refill.main(fake_argv(scene, out)) == 1
+    assert "failed on purpose" in capsys.readouterr().err
+    assert not summary.exists()
+
+
+def test_geometry_guides_both_rounds_from_the_warp_fill(fake_scripts, tmp_path, capsys):
     """--geometry: warp_fill.py (the real one) runs first on the ORIGINAL references, and both
     rounds' infer.py get its fill and uncertainty; the scene is only read."""
     scene = make_scene(tmp_path / "data" / "Custom" / "3", n_refs=2)
@@ -235,6 +264,9 @@ def test_geometry_guides_both_rounds_from_the_warp_fill(fake_scripts, tmp_path):
     summary = json.loads((out / refill.SUMMARY_FILE).read_text())
     assert summary["folders"]["warp"] == str(warp)
     assert tree_digest(scene) == before
+    # the same run without --geometry is refused, and the message names what was dropped
+    assert refill.main(fake_argv(scene, out)) == ru.EXIT_INPUT
+    assert "now without --prior_image" in capsys.readouterr().err
 
 
 def test_other_settings_or_places_are_refused(fake_scripts, tmp_path, capsys):
