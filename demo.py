@@ -151,13 +151,9 @@ def claim_output(scene: Path, out: Path, sheet_name: str) -> None:
     report = out / REPORT_NAME
     entries = ["models", "results", "benchmark_cache", sheet_name]
     entries += [p.name for p in report_paths(report).values()]
-    manifest = out / ru.MANIFEST_FILE
-    if out.is_dir() and not manifest.exists() and not foreign_report_files(report):
-        visible = {p.name for p in out.iterdir() if not p.name.startswith(".")}
-        sheets = {n for n in visible if n.endswith(SHEET_SUFFIX)}
-        if report.is_file() and visible <= {*entries, *sheets}:
-            record = {"schema_version": 1, "script": SCRIPT, "entries": sorted(visible)}
-            ru.atomic_write_json(record, manifest)
+    if not foreign_report_files(report):
+        ours = lambda name: name in entries or name.endswith(SHEET_SUFFIX)  # noqa: E731
+        ru.adopt_earlier_output(out, SCRIPT, REPORT_NAME, ours, {"the scene": scene})
     ru.claim_output_dir(out, SCRIPT, entries, {"the scene": scene})
 
 

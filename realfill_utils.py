@@ -400,6 +400,24 @@ def claim_output_dir(
     return path
 
 
+def adopt_earlier_output(
+    path: Path, script: str, signature: str, allowed, inputs: dict[str, Path] | None = None
+) -> None:
+    """Record as `script`'s own a folder it filled before outputs were recorded: one with no
+    MANIFEST_FILE that holds `signature` (a file only `script` writes) and only visible names
+    that `allowed(name)` accepts, and that overlaps none of `inputs`. Anything else is left to
+    claim_output_dir to judge."""
+    path = Path(path)
+    if not path.is_dir() or (path / MANIFEST_FILE).exists() or not (path / signature).is_file():
+        return
+    if any(overlaps(path, folder) for folder in (inputs or {}).values()):
+        return
+    visible = {p.name for p in path.iterdir() if not p.name.startswith(".")}
+    if all(allowed(name) for name in visible):
+        record = {"schema_version": 1, "script": script, "entries": sorted(visible)}
+        atomic_write_json(record, path / MANIFEST_FILE)
+
+
 def claim_output_file(
     path: str | os.PathLike,
     script: str,

@@ -82,14 +82,9 @@ def claim_output(output_dir: Path, scene_dir: Path) -> None:
 
     # benchmarks.py ranks the fill beside it: a later run finds that file and may keep it
     entries = ["0.png", UNCERTAINTY_FILE, REPORT_FILE, "loftr_ranking_scores.json"]
-    manifest = output_dir / ru.MANIFEST_FILE
-    if output_dir.is_dir() and not manifest.exists() and (output_dir / REPORT_FILE).is_file():
-        visible = {p.name for p in output_dir.iterdir() if not p.name.startswith(".")}
-        if visible <= set(entries) and not ru.overlaps(output_dir, scene_dir):
-            ru.atomic_write_json(
-                {"schema_version": 1, "script": SCRIPT, "entries": sorted(visible)}, manifest
-            )
-    ru.claim_output_dir(output_dir, SCRIPT, entries, {"the scene": scene_dir})
+    inputs = {"the scene": scene_dir}
+    ru.adopt_earlier_output(output_dir, SCRIPT, REPORT_FILE, entries.__contains__, inputs)
+    ru.claim_output_dir(output_dir, SCRIPT, entries, inputs)
 
 
 def main(argv=None) -> int:

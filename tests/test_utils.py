@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -297,3 +298,26 @@ def test_replace_between_markers_rewrites_only_between_them(tmp_path):
     assert not ru.replace_between_markers(lacking, "<!-- b -->", "<!-- e -->", "x")
     assert lacking.read_text() == "no markers here\n"
     assert not ru.replace_between_markers(tmp_path / "missing.md", "<!-- b -->", "<!-- e -->", "x")
+
+
+def test_a_folder_written_before_outputs_were_recorded_is_adopted_only_if_all_its_own(tmp_path):
+    def fill(folder: Path, *names: str) -> Path:
+        folder.mkdir(parents=True)
+        for name in names:
+            (folder / name).write_text(name)
+        return folder
+
+    ours = {"0.png", "report.json"}.__contains__
+    old = fill(tmp_path / "old", "0.png", "report.json")
+    ru.adopt_earlier_output(old, "x.py", "report.json", ours)
+    assert ru.claim_output_dir(old, "x.py", ["0.png", "report.json"]) == old  # adopted
+    for name, files in (("mixed", ["0.png", "report.json", "notes.txt"]), ("unsigned", ["0.png"])):
+        folder = fill(tmp_path / name, *files)
+        ru.adopt_earlier_output(folder, "x.py", "report.json", ours)
+        assert not (folder / ru.MANIFEST_FILE).exists()
+        with pytest.raises(ru.SceneError, match="did not write"):
+            ru.claim_output_dir(folder, "x.py", ["0.png", "report.json"])
+        assert sorted(p.name for p in folder.iterdir()) == sorted(files)  # nothing touched
+    scene = fill(tmp_path / "scene", "0.png", "report.json")  # a folder that is an input
+    ru.adopt_earlier_output(scene, "x.py", "report.json", ours, {"the scene": scene})
+    assert not (scene / ru.MANIFEST_FILE).exists()
