@@ -189,6 +189,17 @@ def training_models(
     }
 
 
+def encode_prompts(text_encoder, input_ids: torch.Tensor) -> torch.Tensor:
+    """The text encoder's hidden states for a batch of token ids, each distinct prompt encoded
+    once (a batch holds at most two: the scene's and the dropped one) and indexed back; the
+    gradient still sums over every sample that used it. The LoRA dropout mask is then shared
+    by the samples of one prompt within a step."""
+    import torch
+
+    unique_ids, which = torch.unique(input_ids, dim=0, return_inverse=True)
+    return text_encoder(unique_ids, return_dict=False)[0][which]
+
+
 def training_loss(batch: dict, models: dict, prompt_ids: torch.Tensor, empty_ids: torch.Tensor):
     """Noise-prediction loss of one batch (on the models' device, in their dtype).
 
@@ -230,7 +241,7 @@ def training_loss(batch: dict, models: dict, prompt_ids: torch.Tensor, empty_ids
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     drop_prompt = torch.rand(batch_size, device=device) < PROMPT_DROPOUT
     input_ids = torch.where(drop_prompt[:, None], empty_ids.to(device), prompt_ids.to(device))
-    hidden = text_encoder(input_ids, return_dict=False)[0]
+    hidden = encode_prompts(text_encoder, input_ids)
     model_input = torch.cat([noisy, mask_latent, masked_latents], dim=1)
     prediction = unet(model_input, timesteps, hidden, return_dict=False)[0]
     if noise_scheduler.config.prediction_type == "v_prediction":

@@ -7,6 +7,11 @@ started anew every step, as REFERENCE.md describes it) driving the same model, l
 optimizer. Startup is excluded: each configuration runs twice with different step counts and
 the difference is timed.
 
+Part 3 (`--part prompts`): the text encoder run once per distinct prompt (`encode_prompts`)
+against once per sample, side by side, alternating: a whole training step of the toy base at
+its recipe (64 px, batch 16, full UNet), and the forward and backward of SD2's text encoder
+alone (random weights) at batch 16, with LoRA on both.
+
 Part 2 (`--part memory`): the real recipe's architecture (SD2 inpainting, built offline from its
 published configuration with random weights), single training steps on the CPU at 512 px, batch
 1 and 2, with and without gradient checkpointing: peak resident memory of each, in a fresh
@@ -14,6 +19,7 @@ process. The GPU estimate in the Markdown output is derived from these, and says
 
     python perf/bench_train.py --part speed
     python perf/bench_train.py --part memory
+    python perf/bench_train.py --part prompts
 """
 
 from __future__ import annotations
@@ -278,6 +284,101 @@ def bench_memory() -> dict:
     return {"rows": rows, "note": "fp32, CPU, 512 px, random weights; measured"}
 
 
+# --- part 3: the text encoder once per distinct prompt -----------------------------------------
+def per_sample(text_encoder, input_ids):
+    """The earlier way: the text encoder over every sample's ids."""
+    return text_encoder(input_ids, return_dict=False)[0]
+
+
+def bench_prompts(repeats: int) -> dict:
+    import torch
+    from peft import LoraConfig
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    import train_realfill as tr
+
+    torch.manual_seed(0)
+    rows = []
+
+    def alternate(name: str, step) -> None:
+        times = {"per sample": [], "per distinct prompt": []}
+        for encode in (per_sample, tr.encode_prompts) * 2:  # warm-up
+            step(encode)
+        for _ in range(repeats):
+            for label, encode in (("per sample", per_sample),
+                                  ("per distinct prompt", tr.encode_prompts)):  # fmt: skip
+                start = time.perf_counter()
+                step(encode)
+                times[label].append(time.perf_counter() - start)
+        ms = {k: round(1000 * float(sorted(v)[len(v) // 2]), 1) for k, v in times.items()}
+        speedup = round(ms["per sample"] / ms["per distinct prompt"], 2)
+        rows.append({"what": name, "median_ms": ms, "speedup": speedup})
+        print(rows[-1], flush=True)
+
+    # a whole step of the toy base at its recipe
+    toy = ROOT / "models" / "toy-sd2-inpainting"
+    recipe = ru.Recipe.for_model(toy)
+    components = ru.load_components(toy)
+    ru.add_lora(components.unet, components.text_encoder, recipe.lora_rank, recipe.lora_alpha,
+                recipe.lora_dropout, recipe.lora_target)  # fmt: skip
+    components.vae.requires_grad_(False).to(memory_format=torch.channels_last)
+    models = tr.training_models(components, torch.device("cpu"), torch.float32)
+    scene = ru.load_scene(ROOT / "data" / "Custom" / "1")
+    sampler = tr.SceneSampler(scene, recipe.resolution)
+    prompt = tr.tokenize(components.tokenizer, ru.PROMPT)
+    empty = tr.tokenize(components.tokenizer, "")
+    params = [p for m in (components.unet, components.text_encoder) for p in m.parameters()
+              if p.requires_grad]  # fmt: skip
+    optimizer = torch.optim.AdamW(params, lr=1e-6)
+    original = tr.encode_prompts
+
+    def toy_step(encode) -> None:
+        tr.encode_prompts = encode
+        try:
+            loss = tr.training_loss(sampler.sample(recipe.train_batch_size), models, prompt, empty)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        finally:
+            tr.encode_prompts = original
+
+    alternate(f"toy base: one training step, batch {recipe.train_batch_size}", toy_step)
+
+    text = CLIPTextModel(CLIPTextConfig(**SD2_TEXT)).requires_grad_(False)
+    text.add_adapter(
+        LoraConfig(
+            r=8,
+            lora_alpha=16,
+            lora_dropout=0.1,  # the paper's LoRA
+            init_lora_weights="gaussian",
+            target_modules=ru.TEXT_LORA_MODULES,
+        )
+    )
+    text.train()
+    ids = torch.cat([prompt if i % 4 else empty for i in range(16)])  # 25% dropped, as trained
+
+    def text_step(encode) -> None:
+        encode(text, ids).float().square().mean().backward()
+        text.zero_grad()
+
+    alternate("SD2 text encoder (random weights): forward + backward, batch 16", text_step)
+    return {"rows": rows, "repeats": repeats, "torch_threads": torch.get_num_threads()}
+
+
+def markdown_prompts(result: dict) -> str:
+    lines = [
+        "| what | per sample (ms) | per distinct prompt (ms) | speed-up |",
+        "|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        ms = r["median_ms"]
+        lines.append(f"| {r['what']} | {ms['per sample']} | {ms['per distinct prompt']} | "
+                     f"{r['speedup']}x |")  # fmt: skip
+    lines.append(f"\nMedians of {result['repeats']} alternating repeats, "
+                 f"{result['torch_threads']} torch threads, CPU.")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def markdown_speed(result: dict) -> str:
     lines = [
         "| data path | resolution | batch | steps/s |", "|---|---|---|---|",
@@ -342,8 +443,10 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=ru.HelpFormatter)
     parser.add_argument(
-        "--part", choices=["speed", "memory"], required=True, help="what to measure (see above)"
-    )
+        "--part", choices=["speed", "memory", "prompts"], required=True,
+        help="what to measure (see above)",
+    )  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=15, help="--part prompts: timed repeats")
     parser.add_argument("--short", type=int, default=5, help="steps of the first timed run")
     parser.add_argument("--long", type=int, default=25, help="steps of the second timed run")
     args = parser.parse_args()
@@ -354,11 +457,16 @@ def main() -> None:
         result = bench_speed(args.short, args.long)
         result["peak_rss_mb"] = {r: peak_memory_of_tiny_runs(r) for r in (64, 128)}
         text = markdown_speed(result)
+    elif args.part == "prompts":
+        result = bench_prompts(args.repeats)
+        text = markdown_prompts(result)
     else:
         result = bench_memory()
         text = markdown_memory(result)
-    result["command"] = f"python perf/bench_train.py --part {args.part}" + (
-        f" --short {args.short} --long {args.long}" if args.part == "speed" else ""
+    result["command"] = (
+        f"python perf/bench_train.py --part {args.part}"
+        + (f" --short {args.short} --long {args.long}" if args.part == "speed" else "")
+        + (f" --repeats {args.repeats}" if args.part == "prompts" else "")
     )
     result["cpu_count"] = os.cpu_count()
     ru.atomic_write_json(result, RESULTS / f"train_{args.part}.json")

@@ -129,6 +129,30 @@ def test_target_unknown_pixels_have_no_effect_on_the_loss(tiny_model, tmp_path):
     assert losses[0].requires_grad
 
 
+def test_each_distinct_prompt_is_encoded_once_with_the_same_states_and_gradients(tiny_model):
+    components = ru.load_components(tiny_model)
+    ru.add_lora(components.unet, components.text_encoder, 4, 4, 0.0)  # no dropout: comparable
+    encoder = components.text_encoder.double()  # float64: the sums' order does not show
+    prompt = tr.tokenize(components.tokenizer, ru.PROMPT)
+    empty = tr.tokenize(components.tokenizer, "")
+    ids = torch.cat([prompt, empty, prompt, prompt, empty])
+    calls = []
+    encoder.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    weights = torch.linspace(0.5, 1.5, len(ids), dtype=torch.float64)[:, None, None]
+    grads, states = [], []
+    for encode in (tr.encode_prompts, lambda e, i: e(i, return_dict=False)[0]):
+        encoder.zero_grad()
+        hidden = encode(encoder, ids)
+        (hidden * weights).square().sum().backward()
+        grads.append({n: p.grad.clone() for n, p in encoder.named_parameters() if p.requires_grad})
+        states.append(hidden.detach())
+    assert calls == [2, len(ids)]  # two distinct prompts: one forward over two rows
+    assert torch.allclose(states[0], states[1], rtol=1e-9, atol=1e-12)
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name, grad in grads[0].items():
+        assert torch.allclose(grad, grads[1][name], rtol=1e-9, atol=1e-12), name
+
+
 # --- end-to-end runs --------------------------------------------------------------------------
 def test_accelerate_launch_run_exports_a_lora_a_stock_pipeline_loads(tiny_model, tmp_path):
     scene = make_scene(tmp_path / "scene")
