@@ -144,15 +144,19 @@ def known_points(points: np.ndarray, fill_mask: np.ndarray, margin: float) -> np
     return inside & (distance[y, x] > margin)
 
 
-def plausible(matrix: np.ndarray, reference_size: tuple[int, int]) -> bool:
-    """A homography a camera could produce: orientation kept, no fold, scale within 10x."""
+def implausible(
+    matrix: np.ndarray, reference_size: tuple[int, int], target_size: tuple[int, int]
+) -> str | None:
+    """Why a homography is not one a camera could produce (None if it could): part of the
+    reference maps through infinity, its footprint folds, or its view maps to less than 1/100 or
+    more than 100 times the target's frame (a zoom beyond 10x either way). The scale is judged
+    in frames, not pixels, so references and target of different resolutions are judged alike.
+    (A mirrored reference, as front cameras save them, is allowed.)"""
     width, height = reference_size
-    corners = np.array(
-        [[0, 0, 1], [width - 1, 0, 1], [width - 1, height - 1, 1], [0, height - 1, 1]]
-    )
+    corners = np.array([[0, 0, 1], [width, 0, 1], [width, height, 1], [0, height, 1]])
     mapped = corners @ matrix.T
     if (mapped[:, 2] <= 0).any():
-        return False  # part of the reference maps through infinity
+        return "part of the reference maps through infinity"
     xy = mapped[:, :2] / mapped[:, 2:]
     edges = np.roll(xy, -1, axis=0) - xy
     turns = (
@@ -160,23 +164,28 @@ def plausible(matrix: np.ndarray, reference_size: tuple[int, int]) -> bool:
         - edges[:, 1] * np.roll(edges, -1, axis=0)[:, 0]
     )
     if not ((turns > 0).all() or (turns < 0).all()):
-        return False  # folded or non-convex footprint
+        return "the reference's footprint folds over"
     area = 0.5 * abs(np.sum(xy[:, 0] * np.roll(xy[:, 1], -1) - np.roll(xy[:, 0], -1) * xy[:, 1]))
-    ratio = area / ((width - 1) * (height - 1))
-    return 0.01 < ratio < 100.0
+    ratio = area / (target_size[0] * target_size[1])  # the reference's view, in target frames
+    if not 0.01 < ratio < 100.0:
+        return f"the reference's view would cover {ratio:.3g} times the target's frame"
+    return None
 
 
 def fit_homographies(
     ref_xy: np.ndarray,
     target_xy: np.ndarray,
     reference_size: tuple[int, int],
+    target_size: tuple[int, int],
     threshold: float = RANSAC_THRESHOLD,
     min_inliers: int = MIN_INLIERS,
     max_homographies: int = MAX_HOMOGRAPHIES,
     min_extra_share: float = MIN_EXTRA_SHARE,
+    rejected: list[str] | None = None,
 ) -> list[Plane]:
     """Sequential RANSAC: a homography on all matches, then on the outliers, and so on, while
-    each explains at least `min_inliers` and (after the first) `min_extra_share` of them."""
+    each explains at least `min_inliers` and (after the first) `min_extra_share` of them and is
+    plausible (`implausible`; the reason a fit was turned down goes to `rejected`)."""
     import cv2
 
     planes: list[Plane] = []
@@ -203,7 +212,10 @@ def fit_homographies(
         count = int(inliers.sum())
         if count < min_inliers or (planes and count < min_extra_share * len(ref_xy)):
             break
-        if not plausible(matrix, reference_size):
+        reason = implausible(matrix, reference_size, target_size)
+        if reason is not None:
+            if rejected is not None:
+                rejected.append(f"the fit with {count} inliers is implausible: {reason}")
             break
         chosen = remaining[inliers]
         projected = cv2.perspectiveTransform(ref_xy[chosen][None].astype(np.float64), matrix)[0]
@@ -230,11 +242,16 @@ def align(
             f"{min_inliers} needed: this reference does not overlap the known region recognisably"
         )
         return alignment
-    alignment.planes = fit_homographies(ref_xy, target_xy, reference.size, **fit)
+    rejected: list[str] = []
+    target_size = fill_mask.shape[::-1]
+    alignment.planes = fit_homographies(
+        ref_xy, target_xy, reference.size, target_size, rejected=rejected, **fit
+    )
     if not alignment.planes:
         alignment.error = (
+            f"{rejected[0]}" if rejected else
             f"no homography explains {min_inliers} or more of the {len(ref_xy)} correspondences"
-        )
+        )  # fmt: skip
     return alignment
 
 

@@ -324,10 +324,12 @@ def clear_previous(output_dir: Path) -> None:
                 entry.unlink()
 
 
-def scene_folder(image_path: Path) -> Path:
+def scene_folder(image_path: Path, follow_links: bool = False) -> Path:
     """The scene a target image belongs to: <scene> for <scene>/target/target.png, else the
-    image's own folder."""
-    folder = Path(image_path).resolve().parent
+    image's own folder; as the path is written, or, with `follow_links`, where its links lead
+    (a scene whose target/ or target.png is a link to elsewhere has both)."""
+    image = Path(image_path).resolve() if follow_links else Path(os.path.abspath(image_path))
+    folder = image.parent
     return folder.parent if folder.name == "target" else folder
 
 
@@ -386,7 +388,9 @@ def check_inputs(args: argparse.Namespace):
     source = inspect_model_path(args.model_path, args.pretrained_model_name_or_path)
     inputs = {
         "the scene": scene_folder(args.validation_image),
-        "the mask's folder": Path(args.validation_mask).resolve().parent,
+        "the scene (its links followed)": scene_folder(args.validation_image, follow_links=True),
+        "the mask's folder": Path(os.path.abspath(args.validation_mask)).parent,
+        "the mask's folder (its links followed)": Path(args.validation_mask).resolve().parent,
         "the model folder": source.path,
     }
     entries = output_entries(args.num_images, args.keep_raw)

@@ -270,3 +270,14 @@ def test_an_order_the_known_pixels_refute_is_not_used(monkeypatch):
     assert wrong.occlusion["known_pixels_checked"] >= geometry.MIN_ORDER_EVIDENCE
     assert not wrong.occlusion["applied"]  # refuted by the target's own pixels
     assert wrong_psnr == baseline_psnr
+
+
+def test_plausibility_judges_zoom_in_frames_not_pixels():
+    """A reference 12x smaller per side than the target, framing the same view, is plausible;
+    the same mapping between images of one size is a 12x zoom, and is not."""
+    zoom = np.diag([12.0, 12.0, 1.0])
+    assert geometry.implausible(zoom, (256, 170), (3072, 2040)) is None
+    assert "144 times the target's frame" in geometry.implausible(zoom, (256, 170), (256, 170))
+    assert geometry.implausible(np.eye(3), (256, 170), (256, 170)) is None
+    beyond = np.array([[1.0, 0, 0], [0, 1.0, 0], [-0.01, 0, 1.0]])  # x = 100 goes to infinity
+    assert "infinity" in geometry.implausible(beyond, (256, 170), (256, 170))

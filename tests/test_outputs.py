@@ -101,6 +101,25 @@ def test_infer_into_the_scene_is_refused_and_the_references_survive(tiny_model, 
     assert tree(scene) == before  # nothing deleted, nothing added
 
 
+def test_infer_into_a_scene_whose_target_is_a_link_is_refused(tiny_model, tmp_path, capsys):
+    """A scene whose target/ folder (or target files) link elsewhere is still the scene."""
+    shared = make_scene(tmp_path / "shared")
+    for kind in ("folder", "files"):
+        scene = tmp_path / f"linked-{kind}"
+        (scene / "ref").mkdir(parents=True)
+        (scene / "ref" / "0.png").write_bytes((shared / "ref" / "0.png").read_bytes())
+        if kind == "folder":
+            (scene / "target").symlink_to(shared / "target", target_is_directory=True)
+        else:
+            (scene / "target").mkdir()
+            for name in ("target.png", "mask.png"):
+                (scene / "target" / name).symlink_to(shared / "target" / name)
+        before = tree(scene)
+        assert infer.main(infer_argv(tiny_model, scene, scene / "results")) == ru.EXIT_INPUT
+        assert "overlaps the scene" in capsys.readouterr().err
+        assert tree(scene) == before and not (scene / "results").exists()
+
+
 def test_infer_refuses_a_folder_holding_user_files_and_keeps_them(tiny_model, tmp_path, capsys):
     scene = make_scene(tmp_path / "scene")
     out = tmp_path / "mine"
