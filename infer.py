@@ -339,7 +339,7 @@ def check_inputs(args: argparse.Namespace):
     Every problem is a SceneError."""
     target = ru.load_image(args.validation_image)
     fill_mask = ru.load_mask(args.validation_mask)
-    ru.check_mask(fill_mask, Path(args.validation_mask), target.size)
+    ru.check_mask(fill_mask, Path(args.validation_mask), target.size, Path(args.validation_image))
     args.prior = None
     if args.prior_image is not None:
         args.prior = ru.load_image(args.prior_image)

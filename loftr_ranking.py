@@ -46,6 +46,7 @@ from realfill_utils import (
     check_mask,
     claim_output_file,
     hub_offline,
+    image_size,
     list_images,
     load_image,
     load_mask,
@@ -420,15 +421,21 @@ def dilate(fill_mask: np.ndarray, pixels: float) -> np.ndarray:
     return distance_transform_edt(~fill_mask) <= pixels
 
 
+def check_aspect(fill_mask: np.ndarray, size: tuple[int, int]) -> None:
+    """SceneError unless an image of `size` has the mask's aspect ratio (within 2%)."""
+    height, width = fill_mask.shape
+    if abs(size[0] / size[1] - width / height) > 0.02 * width / height:
+        raise SceneError(
+            f"is {size[0]}x{size[1]} but the mask is {width}x{height}, another aspect "
+            "ratio: rank completions of this target with the target's own mask"
+        )
+
+
 def mask_for(fill_mask: np.ndarray, size: tuple[int, int], dilation: float) -> np.ndarray:
     """The dilated fill mask at a completion's (width, height); raises if the aspect differs."""
     height, width = fill_mask.shape
     if (width, height) != tuple(size):
-        if abs(size[0] / size[1] - width / height) > 0.02 * width / height:
-            raise SceneError(
-                f"is {size[0]}x{size[1]} but the mask is {width}x{height}, another aspect "
-                "ratio: rank completions of this target with the target's own mask"
-            )
+        check_aspect(fill_mask, size)
         resized = Image.fromarray(fill_mask).resize(size, Image.Resampling.NEAREST)
         fill_mask = np.asarray(resized)
     return dilate(fill_mask, dilation)
@@ -735,6 +742,13 @@ def run(args: argparse.Namespace) -> int:
         raise SceneError(f"{args.ref_dir}: no reference images found")
     fill_mask = load_mask(mask_path)
     check_mask(fill_mask, mask_path, fill_mask.shape[::-1])
+    for path in references:  # headers only: an unreadable file is named now, not after matching
+        image_size(path)
+    for path in candidates:
+        try:
+            check_aspect(fill_mask, image_size(path))
+        except SceneError as err:
+            raise SceneError(f"{path} {err} (the mask: {mask_path})") from None
     if not args.rank_only:  # the new scene's folder and its count, before any matching
         check_refill_scene_dir(args.ref_dir, args.source_dir, args.output_scene_dir)
     matcher = make_matcher(

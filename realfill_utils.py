@@ -117,12 +117,48 @@ def names_of(paths, limit: int = 8) -> str:
 # ---------------------------------------------------------------------------------------------
 # Images and masks
 # ---------------------------------------------------------------------------------------------
+ORIENTATION_TAG = 0x0112  # EXIF: 5-8 store the picture turned by 90 degrees
+
+
+def _header(path: Path) -> tuple[tuple[int, int], int]:
+    """(stored width, height) and EXIF orientation, from the header only, at any size."""
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with Image.open(path) as image:
+            return image.size, int(image.getexif().get(ORIENTATION_TAG, 1) or 1)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) as load_image returns the image (EXIF rotation applied), read from the
+    header without decoding; SceneError if the file cannot be read."""
+    path = Path(path)
+    try:
+        (width, height), orientation = _header(path)
+    except FileNotFoundError:
+        raise SceneError(f"{path}: file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise SceneError(
+            f"{path}: cannot read this image ({err}); re-save it as PNG or JPEG"
+        ) from None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
 def _open(path: Path) -> Image.Image:
     try:
         image = Image.open(path)
         image.load()
     except FileNotFoundError:
         raise SceneError(f"{path}: file not found") from None
+    except Image.DecompressionBombError:
+        width, height = image_size(path)
+        raise SceneError(
+            f"{path}: {width}x{height} pixels ({width * height / 1e6:.0f} MP), more than PIL "
+            f"decodes by default ({2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} MP, its guard against "
+            "decompression bombs): downscale it (RealFill trains at 512 px; 4,000 px on the "
+            "long side is plenty)"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise SceneError(
             f"{path}: cannot read this image ({err}); re-save it as PNG or JPEG"
@@ -240,10 +276,24 @@ class Scene:
     ignored: list[Path] = field(default_factory=list)
 
 
-def check_mask(fill_mask: np.ndarray, mask_path: Path, target_size: tuple[int, int]) -> None:
-    """Raise SceneError unless the mask matches the target size and has fill and known pixels."""
+def check_mask(
+    fill_mask: np.ndarray,
+    mask_path: Path,
+    target_size: tuple[int, int],
+    target_path: Path | None = None,
+) -> None:
+    """Raise SceneError unless the mask matches the target size and has fill and known pixels.
+    `target_path`: the target's file, to tell an EXIF rotation apart from a wrong size."""
     height, width = fill_mask.shape
     if (width, height) != tuple(target_size):
+        turned = target_path is not None and _turned_by_exif(Path(target_path), (width, height))
+        if turned:
+            raise SceneError(
+                f"{mask_path} is {width}x{height}, as {target_path} is stored, but that target "
+                f"carries an EXIF rotation (orientation {turned}), so it is shown, and completed, "
+                f"as {target_size[0]}x{target_size[1]}: save the target upright without the EXIF "
+                "rotation, or turn the mask the same way"
+            )
         raise SceneError(
             f"{mask_path} is {width}x{height} but the target is {target_size[0]}x{target_size[1]}:"
             " masks must match the target size (resize the mask with nearest-neighbour sampling)"
@@ -255,6 +305,16 @@ def check_mask(fill_mask: np.ndarray, mask_path: Path, target_size: tuple[int, i
             f"{mask_path} is white everywhere, so nothing of the target is known: "
             "paint the known region black (0)"
         )
+
+
+def _turned_by_exif(target_path: Path, mask_size: tuple[int, int]) -> int:
+    """The target's EXIF orientation (5-8) if it turns the target away from `mask_size`, the
+    size the target is stored at; else 0."""
+    try:
+        stored, orientation = _header(target_path)
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        return 0
+    return orientation if orientation in (5, 6, 7, 8) and tuple(stored) == mask_size else 0
 
 
 def load_scene(scene_dir: str | os.PathLike, require_references: bool = True) -> Scene:
@@ -286,7 +346,7 @@ def load_scene(scene_dir: str | os.PathLike, require_references: bool = True) ->
     references = [load_image(p) for p in reference_paths]
     target = load_image(target_dir / "target.png")
     fill_mask = load_mask(target_dir / "mask.png")
-    check_mask(fill_mask, target_dir / "mask.png", target.size)
+    check_mask(fill_mask, target_dir / "mask.png", target.size, target_dir / "target.png")
     gt = None
     if (target_dir / "gt.png").is_file():
         gt = load_image(target_dir / "gt.png")

@@ -259,6 +259,14 @@ def test_cli_rank_only_writes_the_documented_json(photo_scene, tmp_path, capsys)
     data = json.loads((completions / lr.SCORES_FILE).read_text())
     assert sorted(c["image"] for c in data["candidates"]) == ["0.png", "1.png", "2.png", "3.png"]
     assert "not uncertainty.png" in capsys.readouterr().err
+    # a mask of another target is refused before any matching, and the good scores are kept
+    kept = (completions / lr.SCORES_FILE).read_bytes()
+    wide = tmp_path / "wide_mask.png"
+    mask = Image.open(scene / "target" / "mask.png")
+    mask.resize((mask.width * 2, mask.height)).save(wide)
+    assert lr.main([*argv, "--matcher", "sift", "--mask", str(wide)]) == 2
+    assert "another aspect ratio" in capsys.readouterr().err
+    assert (completions / lr.SCORES_FILE).read_bytes() == kept
 
 
 def test_selection_builds_a_new_scene_and_leaves_the_dataset_alone(photo_scene, tmp_path):

@@ -321,3 +321,25 @@ def test_a_folder_written_before_outputs_were_recorded_is_adopted_only_if_all_it
     scene = fill(tmp_path / "scene", "0.png", "report.json")  # a folder that is an input
     ru.adopt_earlier_output(scene, "x.py", "report.json", ours, {"the scene": scene})
     assert not (scene / ru.MANIFEST_FILE).exists()
+
+
+def test_an_image_too_large_to_decode_is_named_with_its_size(tmp_path, monkeypatch):
+    path = tmp_path / "huge.png"
+    Image.new("RGB", (120, 100)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # PIL refuses twice this: 4,000 px
+    with pytest.raises(ru.SceneError, match=r"huge.png: 120x100 pixels .* downscale it"):
+        ru.load_image(path)
+    assert ru.image_size(path) == (120, 100)  # the header is still read
+
+
+def test_a_mask_drawn_on_a_target_turned_by_exif_is_explained(tmp_path):
+    scene = make_scene(tmp_path / "scene")
+    target = Image.open(scene / "target" / "target.png").convert("RGB")
+    mask = Image.open(scene / "target" / "mask.png")
+    exif = Image.Exif()
+    exif[ru.ORIENTATION_TAG] = 6  # stored turned: shown rotated by 90 degrees
+    target.transpose(Image.Transpose.ROTATE_90).save(scene / "target" / "target.png", exif=exif)
+    mask.transpose(Image.Transpose.ROTATE_90).save(scene / "target" / "mask.png")  # as stored
+    assert ru.image_size(scene / "target" / "target.png") == target.size
+    with pytest.raises(ru.SceneError, match=r"EXIF rotation \(orientation 6\)"):
+        ru.load_scene(scene)
