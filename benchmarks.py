@@ -37,6 +37,10 @@ class NothingScored(RuntimeError):
     """Every requested metric ran, and none scored a single image."""
 
 
+class ScoresMissing(RuntimeError):
+    """The report is written, but some images could not be scored (exit 1, not 0)."""
+
+
 def metric_name(text: str) -> str:
     """Accept metric names in any case (psnr, PSNR, dreamsim)."""
     names = {m.lower(): m for m in [*METRICS, "all", "loftr"]}
@@ -208,6 +212,12 @@ def run(args: argparse.Namespace, progress: bool = True) -> dict:
             f"no metric scored a single image of the {len(folders)} folders: see the "
             f"statuses above and the report {args.output_file}"
         )
+    errors = [e for r in ev.runs.values() for e in r.errors]
+    if errors:  # the report is there, but it is not the whole answer
+        raise ScoresMissing(
+            f"{len(errors)} image score(s) failed (first: {errors[0][:300]}); the report "
+            f"{args.output_file} lists them and scores the rest"
+        )
     return outputs
 
 
@@ -231,7 +241,7 @@ def main(argv=None) -> int:
     return ru.run_main(
         lambda: run(args),
         interrupted="interrupted; the cache keeps every score finished so far",
-        failed={NothingScored: "error: {err}"},
+        failed={NothingScored: "error: {err}", ScoresMissing: "error: {err}"},
     )
 
 

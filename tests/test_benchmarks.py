@@ -334,7 +334,8 @@ def test_a_broken_image_or_mask_of_another_size_still_gets_its_report(bench_tree
             "--realbench_dataset_dir", str(bench_tree / "data"),
             "--cache_dir", str(bench_tree / "cache"), "--output_file", str(out),
             "--metrics", "PSNR", "--num_images", str(N_IMAGES)]  # fmt: skip
-    benchmarks.run(benchmarks.parse_args(argv), progress=False)
+    with pytest.raises(benchmarks.ScoresMissing, match="image score"):  # exit 1, not 0
+        benchmarks.run(benchmarks.parse_args(argv), progress=False)
     assert out.is_file() and out.with_suffix(".md").is_file()
     sheets = bench_tree / "report" / "r_contact_sheets"
     assert {p.stem for p in sheets.glob("*.jpg")} == {f.name for f in folders}
