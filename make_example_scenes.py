@@ -768,6 +768,8 @@ def pixel_note(expected: Path, actual: Path) -> str:
     if a.shape != b.shape:
         return f" (size {b.shape[1]}x{b.shape[0]}, expected {a.shape[1]}x{a.shape[0]})"
     if np.array_equal(a, b):
+        if actual.read_bytes().startswith(expected.read_bytes()):
+            return " (same pixels; bytes added to the file after the image's own)"
         return " (same pixels, other encoding: a different Pillow/zlib/libjpeg version)"
     changed = np.any(a != b, axis=-1) if a.ndim == 3 else a != b
     return f" ({int(changed.sum())} pixels differ, by up to {int(np.abs(a - b).max())})"

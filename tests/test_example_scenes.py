@@ -192,3 +192,15 @@ def test_writing_never_replaces_a_users_files(regenerated, tmp_path, capsys):
     assert mes.main(["--output_dir", str(ours)]) == 2
     assert (ours / "Custom" / "1" / "mynotes.txt").read_text() == "keep me"
     assert "mynotes.txt" in capsys.readouterr().err
+
+
+def test_a_difference_is_described_by_what_changed(tmp_path):
+    expected, same, longer, other = (tmp_path / f"{n}.png" for n in ("e", "s", "l", "o"))
+    Image.new("RGB", (8, 6), (10, 20, 30)).save(expected)
+    same.write_bytes(expected.read_bytes())
+    longer.write_bytes(expected.read_bytes() + b"appended")
+    Image.new("RGB", (8, 6), (10, 20, 31)).save(other)
+    assert "bytes added" in mes.pixel_note(expected, longer)
+    assert "48 pixels differ, by up to 1" in mes.pixel_note(expected, other)
+    Image.new("RGB", (8, 6), (10, 20, 30)).save(same, compress_level=0)  # another encoding
+    assert "other encoding" in mes.pixel_note(expected, same)
