@@ -151,8 +151,11 @@ def claim_output(scene: Path, out: Path, sheet_name: str) -> None:
     report = out / REPORT_NAME
     entries = ["models", "results", "benchmark_cache", sheet_name]
     entries += [p.name for p in report_paths(report).values()]
+
+    def ours(name: str) -> bool:
+        return name in entries or name.endswith(SHEET_SUFFIX)
+
     if not foreign_report_files(report):
-        ours = lambda name: name in entries or name.endswith(SHEET_SUFFIX)  # noqa: E731
         ru.adopt_earlier_output(out, SCRIPT, REPORT_NAME, ours, {"the scene": scene})
     ru.claim_output_dir(out, SCRIPT, entries, {"the scene": scene})
 

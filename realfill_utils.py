@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -250,8 +251,6 @@ def numbered_images(folder: Path) -> list[Path]:
 
 def natural_key(name: str) -> list:
     """Sort key putting '2.png' before '10.png'."""
-    import re
-
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 

@@ -104,8 +104,10 @@ def run_refill(args) -> dict:
     assert tuple(s.name for s in stages if s.name != "warp") == STAGES
     # the summary describes a finished run: once a stage runs again, an earlier run's summary
     # is out of date (if this run fails, none is left to mislead); it is this script's own file
-    stale = lambda: (output_dir / SUMMARY_FILE).unlink(missing_ok=True)  # noqa: E731
-    report = engine.run_stages(stages, state, where.logs, before_first=stale)
+    summary_file = output_dir / SUMMARY_FILE
+    report = engine.run_stages(
+        stages, state, where.logs, before_first=lambda: summary_file.unlink(missing_ok=True)
+    )
     summary = {
         "schema_version": SCHEMA_VERSION,
         "scene_dir": str(scene_dir),
@@ -122,7 +124,7 @@ def run_refill(args) -> dict:
             "warp": str(where.warp) if args.geometry else None,
         },
     }
-    ru.atomic_write_json(summary, output_dir / SUMMARY_FILE)
+    ru.atomic_write_json(summary, summary_file)
     return summary
 
 
