@@ -73,7 +73,8 @@ def run_refill(args) -> dict:
     state = State(output_dir / STATE_FILE, scene_dir)
     if args.target_count <= len(scene.reference_paths):
         print(f"note: the scene has {len(scene.reference_paths)} references already: the "
-              f"second round adds none (raise --target_count to add completions)")  # fmt: skip
+              "second round would add none, so it is not trained and round 1's completions "
+              "stand (raise --target_count to add completions)")  # fmt: skip
     if "select" not in state.data["stages"]:  # fail now, not after an hour of training
         lr.make_matcher(args.matcher, weights=args.loftr_weights)
     n = recipe.num_images
@@ -95,12 +96,22 @@ def run_refill(args) -> dict:
         warp = engine.warp_command(scene_dir, where.warp, args.matcher, args.loftr_weights)
         stages.append(engine.Stage("warp", warp, check=lambda: engine.check_warp(where.warp)))
         infer_extra = [*engine.prior_flags(where.warp), *infer_extra]
+    second = engine.round_one_stands(
+        scene_dir,
+        args.target_count,
+        where.results,
+        where.results_refill,
+        n,
+        ("train_refill", "infer_refill"),
+    )
     stages += [
         infer(scene_dir, where.model, where.results, "infer"),
         engine.select_stage(scene, where, n, args.matcher, args.loftr_weights, args.target_count),
-        train(where.scene, where.model_refill, "train_refill"),
-        infer(where.scene, where.model_refill, where.results_refill, "infer_refill"),
-    ]
+        *(second or [
+            train(where.scene, where.model_refill, "train_refill"),
+            infer(where.scene, where.model_refill, where.results_refill, "infer_refill"),
+        ]),
+    ]  # fmt: skip
     assert tuple(s.name for s in stages if s.name != "warp") == STAGES
     # the summary describes a finished run: once a stage runs again, an earlier run's summary
     # is out of date (if this run fails, none is left to mislead); it is this script's own file

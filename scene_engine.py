@@ -298,6 +298,40 @@ def check_completions(results: Path, num_images: int, record: bool = True) -> di
     return {}
 
 
+def round_one_stands(
+    scene_dir: Path,
+    target_count: int,
+    results: Path,
+    results_refill: Path,
+    num_images: int,
+    names: tuple[str, str],
+) -> list[Stage] | None:
+    """The ReFill round's training and sampling stages when that round could add nothing: the
+    scene already holds `target_count` references, so the selection adds no completion and a
+    second training would repeat the first on the same scene. Its training is then skipped and
+    round 1's completions are copied as the round's own, keeping every stage and folder of the
+    layout. `names`: the two stages' names. None when the round adds completions (run it)."""
+    have = len(ru.list_images(scene_dir / "ref")[0])
+    if target_count > have:
+        return None
+    reason = (f"the scene has {have} references, --target_count {target_count}: ReFill adds no "
+              "completion, so round 1's completions stand")  # fmt: skip
+
+    def copy() -> dict:
+        names = [p.name for p in completions(results, num_images)] + ["completions.json"]
+        ru.claim_output_dir(results_refill, "scene_engine.py", names, {"round 1": results})
+        for name in names:
+            if (results / name).is_file():
+                shutil.copy2(results / name, results_refill / name)
+        return {"copied_from": str(results), "reason": reason}
+
+    return [
+        Stage(names[0], call=lambda: {"skipped": reason}, inputs=[reason]),
+        Stage(names[1], call=copy, inputs=[reason],
+              check=lambda: check_completions(results_refill, num_images, record=False)),
+    ]  # fmt: skip
+
+
 def check_ranking(path: Path) -> dict:
     try:
         ranking = json.loads(path.read_text())
@@ -785,11 +819,15 @@ def scene_stages(
     ]  # fmt: skip
     if refill:
         selection = ["--target-count", str(target_count), "--output-scene-dir", str(where.scene)]
+        second = round_one_stands(scene_dir, target_count, where.results, where.results_refill,
+                                  n, ("refill_train", "refill_infer"))  # fmt: skip
         stages += [
             rank(where.results, "refill_select", *selection,
                  check=lambda: check_selection(where.scene)),
-            train(where.scene, where.model_refill, "refill_train"),
-            infer(where.scene, where.model_refill, where.results_refill, "refill_infer"),
+            *(second or [
+                train(where.scene, where.model_refill, "refill_train"),
+                infer(where.scene, where.model_refill, where.results_refill, "refill_infer"),
+            ]),
             rank(where.results_refill, "refill_rank"),
         ]  # fmt: skip
     return stages

@@ -216,6 +216,28 @@ def test_a_failed_stage_is_resumed_alone(fake_scripts, tmp_path, capsys):
     assert tree_digest(scene) == before
 
 
+def test_a_scene_with_enough_references_is_not_trained_twice(fake_scripts, tmp_path, capsys):
+    """--target_count at most the scene's references: the selection adds nothing, so a second
+    training would repeat the first; round 1's completions stand as the round's own."""
+    scene = make_scene(tmp_path / "data" / "Custom" / "3", n_refs=2)
+    out = tmp_path / "run"
+    assert refill.main(fake_argv(scene, out, "--target_count", "2")) == 0
+    assert "round 1's completions stand" in capsys.readouterr().out
+    calls = fake_scripts.read_text().split()
+    assert calls.count("train") == 1 and calls.count("infer") == 1  # one round was run
+    first, second = (
+        out / "results" / "Custom-3-results",
+        out / "results" / "Custom-3-results-refill",
+    )
+    assert [(second / f"{i}.png").read_bytes() for i in range(3)] == [
+        (first / f"{i}.png").read_bytes() for i in range(3)
+    ]
+    summary = json.loads((out / refill.SUMMARY_FILE).read_text())
+    assert [s["stage"] for s in summary["stages"]][-2:] == ["train_refill", "infer_refill"]
+    assert refill.main(fake_argv(scene, out, "--target_count", "2")) == 0  # a rerun skips all
+    assert fake_scripts.read_text().split().count("train") == 1
+
+
 def test_a_failed_rerun_leaves_no_summary_of_the_earlier_run(fake_scripts, tmp_path, capsys):
     scene = make_scene(tmp_path / "data" / "Custom" / "3", n_refs=2)
     out = tmp_path / "run"
