@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+import loftr_ranking as lr
 import realfill_utils as ru
 import scene_engine as engine
 
@@ -167,10 +168,14 @@ def demo(args: argparse.Namespace) -> None:
     dataset = "RealBench" if scene.parent.name == "RealBench" else "Custom"
     bench, number = dataset, scene.name  # e.g. data/Custom/1 -> Custom-1-results
     out = args.output_dir.resolve()
-    claim_output(scene, out, sheet_name=f"{bench}-{number}{SHEET_SUFFIX}")
     model = base_model(args.pretrained_model_name_or_path)
     given = {name: getattr(args, name) for name in RECIPE_FLAGS}
     recipe = ru.Recipe.for_model(model, **given)  # the toy's realfill_recipe.json, else the paper
+    # what the stages would refuse (a resolution the model cannot take; LoFTR without weights),
+    # now, before anything is written, not after the training
+    engine.check_stage_args(recipe)
+    lr.make_matcher(args.matcher)
+    claim_output(scene, out, sheet_name=f"{bench}-{number}{SHEET_SUFFIX}")
     model_dir = out / "models" / f"{bench}-{number}-model"
     results = {
         "un-tuned base": out / "results" / f"{bench}-{number}-results-untuned",

@@ -1086,6 +1086,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+def shell_words(text: str) -> str:
+    """argparse type: flags for another script, one string as a shell would split it (kept as
+    given; an unclosed quote is refused here, not as a traceback later)."""
+    import shlex
+
+    try:
+        shlex.split(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{err} in {text!r}") from None
+    return text
+
+
 def add_recipe_flags(
     parser: argparse.ArgumentParser, names, defaults: Recipe | None = None, note: str = ""
 ) -> None:

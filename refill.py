@@ -191,11 +191,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--train_args",
         default="",
+        type=ru.shell_words,
         help="more train_realfill.py flags, one string, e.g. "
         '"--report_to none --unet_learning_rate 1e-4"',
     )
     parser.add_argument(
-        "--infer_args", default="", help='more infer.py flags, one string, e.g. "--batch_size 8"'
+        "--infer_args",
+        default="",
+        type=ru.shell_words,
+        help='more infer.py flags, one string, e.g. "--batch_size 8"',
     )
     return parser.parse_args(argv)  # fmt: skip
 

@@ -468,8 +468,8 @@ def add_recipe_flags(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
     )
     flag("metrics", f"benchmark metrics, of {' '.join(METRICS)}", nargs="+")
-    flag("train_args", "more train_realfill.py flags, one string")
-    flag("infer_args", "more infer.py flags, one string")
+    flag("train_args", "more train_realfill.py flags, one string", type=ru.shell_words)
+    flag("infer_args", "more infer.py flags, one string", type=ru.shell_words)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -428,6 +428,14 @@ class State:
         self.data["stages"][stage] = {"settings": settings, "finished": now(), **record}
         ru.atomic_write_json(self.data, self.path)
 
+    def forget_settled_failure(self) -> None:
+        """Drop the record of a failure whose stage is now done (a refused rerun, then the
+        same command again): it describes nothing that is still wrong."""
+        failed = self.data.get("failed")
+        if failed and failed.get("stage") in self.data["stages"] and "running" not in self.data:
+            del self.data["failed"]
+            ru.atomic_write_json(self.data, self.path)
+
     def fail(self, stage: str, error: str, log: Path | None) -> None:
         self.data.pop("running", None)
         self.data["failed"] = {"stage": stage, "error": error, "log": str(log), "at": now()}
@@ -510,6 +518,7 @@ def run_stages(
         report.append({"stage": stage.name, "status": "ran", "seconds": seconds, **outcome})
         if stage.name == until:
             break
+    state.forget_settled_failure()
     return report
 
 
@@ -542,9 +551,42 @@ def check_refill_scene_dir(ref_dir: Path, source_dir: Path, out: Path) -> None:
         out.is_dir() and any(out.iterdir()) and not (out / SELECTION_FILE).is_file()
     ):
         raise ru.SceneError(
-            f"{out} exists and is not a scene this script built (no {SELECTION_FILE}): "
-            "choose a new --output-scene-dir"
+            f"{out} exists and is not a scene this step built (no {SELECTION_FILE}): move it "
+            "away, or choose another folder (loftr_ranking.py: --output-scene-dir; refill.py: "
+            "--output_dir)"
         )
+    foreign = foreign_in_refill_scene(out) if out.is_dir() else []
+    if foreign:  # the folder is rebuilt whole: a file the user put there would be lost
+        raise ru.SceneError(
+            f"{foreign[0]}: not written by the ReFill selection, in {out}, which is rebuilt "
+            f"whole{f' ({len(foreign)} such entries)' if len(foreign) > 1 else ''}: move it out"
+        )
+
+
+def foreign_in_refill_scene(out: Path) -> list[Path]:
+    """Entries of a scene build_refill_scene wrote that its record does not account for."""
+    try:
+        record = json.loads((out / SELECTION_FILE).read_text())
+        refs = {*record["original_references"], *(Path(c["copied_as"]).name
+                                                  for c in record["chosen"])}  # fmt: skip
+        targets = {p.name for p in Path(record["target_dir"]).iterdir()}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ru.SceneError(
+            f"{out / SELECTION_FILE}: unreadable, or its scene's target folder is gone ({err}): "
+            f"{out} cannot be checked before it is rebuilt; move it away"
+        ) from None
+    allowed = {
+        "": {"ref", "target", lr.SCORES_FILE, SELECTION_FILE},
+        "ref": refs,
+        "target": targets,
+    }
+    return [
+        entry
+        for folder, names in allowed.items()
+        if (out / folder).is_dir()
+        for entry in sorted((out / folder).iterdir())
+        if entry.name not in names
+    ]
 
 
 def build_refill_scene(

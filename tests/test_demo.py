@@ -69,6 +69,10 @@ def test_bad_scene_or_output_folder_stops_the_demo_before_anything_runs(tmp_path
         argv = ["--scene", str(scenes / scene), "--output_dir", str(out)]
         assert demo.main(argv) == ru.EXIT_INPUT, scene
         assert expected in capsys.readouterr().err
+    # what a stage would refuse is refused first: a resolution the model cannot take
+    argv = ["--scene", str(scenes / "ok"), "--output_dir", str(tmp_path / "o3")]
+    assert demo.main([*argv, "--resolution", "60"]) == ru.EXIT_INPUT
+    assert "is not a multiple of" in capsys.readouterr().err
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
-    assert not (scenes / "ok" / "demo").exists()
+    assert not (tmp_path / "o3").exists() and not (scenes / "ok" / "demo").exists()
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]

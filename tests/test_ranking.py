@@ -296,6 +296,11 @@ def test_selection_builds_a_new_scene_and_leaves_the_dataset_alone(photo_scene, 
     (stranger / "notes.txt").write_text("keep me")
     assert lr.main([*argv, "--target-count", "5", "--output-scene-dir", str(stranger)]) == 2
     assert (stranger / "notes.txt").read_text() == "keep me"
+    # its own scene is rebuilt, but a file the user added there is refused, not lost
+    assert lr.main([*argv, "--target-count", "5", "--output-scene-dir", str(out)]) == 0
+    (out / "ref" / "extra.png").write_bytes(b"mine")
+    assert lr.main([*argv, "--target-count", "5", "--output-scene-dir", str(out)]) == 2
+    assert (out / "ref" / "extra.png").read_bytes() == b"mine"
 
 
 def test_refusals_come_before_any_matching_and_touch_nothing(photo_scene, tmp_path, monkeypatch):

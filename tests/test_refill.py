@@ -300,6 +300,9 @@ def test_other_settings_or_places_are_refused(fake_scripts, tmp_path, capsys):
     assert refill.main(fake_argv(scene, out, "--max_train_steps", "7")) == 2
     err = capsys.readouterr().err
     assert "stage 'train'" in err and "--max_train_steps: 2000 -> 7" in err  # the flag is named
+    assert "failed" in json.loads((out / refill.STATE_FILE).read_text())
+    assert refill.main(fake_argv(scene, out)) == 0  # the same command again: nothing is wrong
+    assert "failed" not in json.loads((out / refill.STATE_FILE).read_text())
     # The run may not live inside the dataset scene; an unnamed scene path needs --scene_name.
     assert refill.main(fake_argv(scene, scene / "run")) == 2
     assert "overlaps" in capsys.readouterr().err

@@ -343,3 +343,11 @@ def test_a_mask_drawn_on_a_target_turned_by_exif_is_explained(tmp_path):
     assert ru.image_size(scene / "target" / "target.png") == target.size
     with pytest.raises(ru.SceneError, match=r"EXIF rotation \(orientation 6\)"):
         ru.load_scene(scene)
+
+
+def test_flags_for_another_script_with_an_unclosed_quote_are_refused_at_parsing():
+    import argparse
+
+    assert ru.shell_words('--report_to none --prompt "a b"') == '--report_to none --prompt "a b"'
+    with pytest.raises(argparse.ArgumentTypeError, match="No closing quotation"):
+        ru.shell_words('"x')
