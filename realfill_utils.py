@@ -131,6 +131,10 @@ def _header(path: Path) -> tuple[tuple[int, int], int]:
         Image.MAX_IMAGE_PIXELS = limit
 
 
+def _unreadable(path: Path, err: Exception) -> SceneError:
+    return SceneError(f"{path}: cannot read this image ({err}); re-save it as PNG or JPEG")
+
+
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) as load_image returns the image (EXIF rotation applied), read from the
     header without decoding; SceneError if the file cannot be read."""
@@ -140,9 +144,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     except FileNotFoundError:
         raise SceneError(f"{path}: file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise SceneError(
-            f"{path}: cannot read this image ({err}); re-save it as PNG or JPEG"
-        ) from None
+        raise _unreadable(path, err) from None
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
@@ -161,9 +163,7 @@ def _open(path: Path) -> Image.Image:
             "long side is plenty)"
         ) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise SceneError(
-            f"{path}: cannot read this image ({err}); re-save it as PNG or JPEG"
-        ) from None
+        raise _unreadable(path, err) from None
     return ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
 
 

@@ -90,8 +90,7 @@ def run_refill(args) -> dict:
         )
 
     # the scene's content is an input: a changed scene is trained again, and so is all after it
-    fingerprint = f"{engine.SCENE_INPUT}{engine.scene_fingerprint(scene_dir)}"
-    stages = [train(scene_dir, where.model, "train", inputs=[fingerprint])]
+    stages = [train(scene_dir, where.model, "train", inputs=[engine.scene_input(scene_dir)])]
     if args.geometry:  # the warp fill of the ORIGINAL references guides both rounds
         warp = engine.warp_command(scene_dir, where.warp, args.matcher, args.loftr_weights)
         stages.append(engine.Stage("warp", warp, check=lambda: engine.check_warp(where.warp)))

@@ -180,7 +180,6 @@ def check_stage_args(recipe: ru.Recipe, train_extra=(), infer_extra=()) -> None:
     """SceneError now, not after an hour of training, if the base model is missing, the
     resolution does not fit it, or train_realfill.py / infer.py would refuse their arguments
     (the recipe's and --train_args / --infer_args). Parses only; loads nothing."""
-    import contextlib
     import io
 
     import infer
@@ -318,9 +317,9 @@ def round_one_stands(
               "completion, so round 1's completions stand")  # fmt: skip
 
     def copy() -> dict:
-        names = [p.name for p in completions(results, num_images)] + ["completions.json"]
-        ru.claim_output_dir(results_refill, "scene_engine.py", names, {"round 1": results})
-        for name in names:
+        files = [p.name for p in completions(results, num_images)] + ["completions.json"]
+        ru.claim_output_dir(results_refill, "scene_engine.py", files, {"round 1": results})
+        for name in files:
             if (results / name).is_file():
                 shutil.copy2(results / name, results_refill / name)
         return {"copied_from": str(results), "reason": reason}
@@ -399,7 +398,8 @@ class State:
         if record["settings"] != settings:
             old, new = record["settings"], settings
             changed = [
-                f"the scene's files changed (sha256 {a[13:25]}... -> {b[13:25]}...)"
+                f"the scene's files changed (sha256 {a[len(SCENE_INPUT) :][:12]}... -> "
+                f"{b[len(SCENE_INPUT) :][:12]}...)"
                 if isinstance(b, str) and b.startswith(SCENE_INPUT)
                 else f"{flag_of(new, i, labels)}: {a} -> {b}"
                 for i, (a, b) in enumerate(zip(old, new, strict=False))
@@ -707,9 +707,10 @@ def scene_problem(scene_dir: Path) -> str | None:
     return None
 
 
-def scene_fingerprint(scene_dir: Path) -> str:
-    """sha256 over the scene's reference and target files: a changed scene is a new scene."""
-    return ru.scene_sha256(scene_dir)
+def scene_input(scene_dir: Path) -> str:
+    """A training stage's input naming the scene's content (realfill_utils.scene_sha256): a
+    changed scene is a new scene, and the refusal of a rerun says so."""
+    return SCENE_INPUT + ru.scene_sha256(scene_dir)
 
 
 class SceneLock:
@@ -853,7 +854,7 @@ def scene_stages(
     warp = warp_command(scene_dir, where.warp, matcher, loftr_weights)
     stages = [
         train(scene_dir, where.model, "train",
-              inputs=[f"{SCENE_INPUT}{scene_fingerprint(scene_dir)}"]),
+              inputs=[scene_input(scene_dir)]),
         # after the training it does not need: turning geometry on later redoes no training
         *([Stage("warp", warp, check=lambda: check_warp(where.warp))] if geometry else []),
         infer(scene_dir, where.model, where.results, "infer"),

@@ -256,7 +256,7 @@ def test_a_failed_rerun_leaves_no_summary_of_the_earlier_run(fake_scripts, tmp_p
     assert "the scene's files changed" in capsys.readouterr().err
     # a stage run again that fails: the earlier run's summary must not describe this one
     state = json.loads((out / refill.STATE_FILE).read_text())
-    now = f"{engine.SCENE_INPUT}{engine.scene_fingerprint(scene)}"
+    now = engine.scene_input(scene)
     state["stages"]["train"]["settings"][-1] = now  # as if trained again on the changed scene
     del state["stages"]["train_refill"]
     (out / refill.STATE_FILE).write_text(json.dumps(state))
