@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import json
 import logging
@@ -44,6 +45,7 @@ CROP_RATIO = (3 / 4, 4 / 3)  # and its aspect-ratio range
 MAX_RECTANGLES = 5  # random training masks: union of 1..MAX_RECTANGLES rectangles
 PREVIEW_SCHEDULER, PREVIEW_STEPS = "dpmsolver++", 25  # validation previews, not final results
 MAX_GRAD_NORM = 1.0
+VAE_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 logger = logging.getLogger("realfill")
 
@@ -224,10 +226,10 @@ def training_loss(batch: dict, models: dict, prompt_ids: torch.Tensor, empty_ids
         # One VAE call for both; the masked image is encoded by its posterior mean, as
         # infer.py does, so the conditioning is deterministic in training and sampling alike.
         masked = images * (fill_mask < 0.5)
-        pixels = torch.cat([images, masked]).contiguous(memory_format=torch.channels_last)
+        pixels = torch.cat([images, masked]).to(vae.dtype, memory_format=torch.channels_last)
         posterior = vae.encode(pixels).latent_dist
-        latents = posterior.sample()[:batch_size] * scaling
-        masked_latents = posterior.mode()[batch_size:] * scaling
+        latents = posterior.sample()[:batch_size].to(dtype) * scaling
+        masked_latents = posterior.mode()[batch_size:].to(dtype) * scaling
     latent_size = latents.shape[-2:]
     mask_latent = F.interpolate(fill_mask, size=latent_size)  # nearest, as the pipeline does
     noise = torch.randn_like(latents)
@@ -444,11 +446,14 @@ def run_validation(accelerator, components, scene, args, step: int, weight_dtype
     unet, text_encoder = (
         accelerator.unwrap_model(m) for m in (components.unet, components.text_encoder)
     )
+    vae = components.vae
+    if vae.dtype != weight_dtype:  # a bf16 VAE beside fp32 weights (vae_dtype): the pipeline
+        vae = copy.deepcopy(vae).to(weight_dtype)  # decodes in the latents' dtype
     view = ru.Components(
         components.path,
         components.tokenizer,
         text_encoder,
-        components.vae,
+        vae,
         unet,
         components.scheduler_config,
     )
@@ -554,6 +559,8 @@ def train(args: argparse.Namespace, checked: tuple | None = None) -> Path:
         raise ru.SceneError(
             "--mixed_precision fp16 needs a CUDA GPU; on the CPU use --mixed_precision bf16 or no"
         )
+    if args.vae_precision == "fp16" and not torch.cuda.is_available():
+        raise ru.SceneError("--vae_precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32")
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
@@ -583,7 +590,8 @@ def train(args: argparse.Namespace, checked: tuple | None = None) -> Path:
     ru.add_lora(
         unet, text_encoder, args.lora_rank, args.lora_alpha, args.lora_dropout, args.lora_target
     )
-    vae.to(device, weight_dtype, memory_format=torch.channels_last)  # 2x faster encode on CPU
+    vae_weights = vae_dtype(args.vae_precision, device, weight_dtype)
+    vae.to(device, vae_weights, memory_format=torch.channels_last)  # faster encoding on the CPU
     # a UNet trained whole keeps fp32 master weights (autocast computes in weight_dtype), so
     # its starting point is not the base rounded to half precision
     unet.to(device, torch.float32 if args.lora_target == ru.FULL_TARGET else weight_dtype)
@@ -739,6 +747,31 @@ def enable_xformers(unet, device) -> None:
         print(f"xformers not used ({err}); using PyTorch scaled-dot-product attention")
 
 
+def vae_dtype(choice: str, device, weight_dtype):
+    """The frozen VAE's dtype. `auto`: the frozen weights' dtype, except bf16 on a CPU with
+    native bf16 instructions, where encoding is much faster than in fp32 and the latents differ
+    by far less than the training noise (perf/bench_train.py --part precision measures both)."""
+    import torch
+
+    if choice != "auto":
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[choice]
+    if device.type == "cpu" and weight_dtype == torch.float32 and cpu_has_native_bf16():
+        return torch.bfloat16
+    return weight_dtype
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX); elsewhere bf16 is
+    emulated and slower than fp32."""
+    import torch
+
+    try:
+        return bool(torch.backends.mkldnn.is_available()
+                    and torch.ops.mkldnn._is_mkldnn_bf16_supported())  # fmt: skip
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def make_optimizer(param_groups, use_8bit_adam: bool, weight_decay: float):
     import torch
 
@@ -750,7 +783,10 @@ def make_optimizer(param_groups, use_8bit_adam: bool, weight_decay: float):
                 "--use_8bit_adam needs bitsandbytes: pip install -r requirements.txt"
             ) from None
         return bnb.optim.AdamW8bit(param_groups, weight_decay=weight_decay)
-    return torch.optim.AdamW(param_groups, weight_decay=weight_decay)
+    params = [p for group in param_groups for p in group["params"]]
+    # one fused kernel for all parameters instead of a loop of small ops per tensor
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in params)
+    return torch.optim.AdamW(param_groups, weight_decay=weight_decay, fused=fused or None)
 
 
 def tracker_config(args) -> dict:
@@ -904,6 +940,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--set_grads_to_none", action="store_true", help="a little less memory")
     p.add_argument("--allow_tf32", action="store_true", help="Ampere and newer GPUs")
+    p.add_argument(
+        "--vae_precision",
+        choices=VAE_PRECISIONS,
+        default="auto",
+        help="dtype of the frozen VAE, which only encodes the training images; auto: "
+        "--mixed_precision's, except bf16 on a CPU with native bf16 (faster there)",
+    )
     p.add_argument("--checkpointing_steps", type=int, default=200, help="0 = never")
     p.add_argument(
         "--checkpoints_total_limit",

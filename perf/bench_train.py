@@ -12,6 +12,11 @@ against once per sample, side by side, alternating: a whole training step of the
 its recipe (64 px, batch 16, full UNet), and the forward and backward of SD2's text encoder
 alone (random weights) at batch 16, with LoRA on both.
 
+Part 4 (`--part precision`): a whole training step of the toy base at its recipe, side by side,
+alternating: fp32 VAE with PyTorch's per-tensor AdamW (before), the fused AdamW, and the fused
+AdamW with the VAE in bf16 (`--vae_precision auto` on a CPU with native bf16); and how far the
+bf16 VAE's latents are from the fp32 ones, against their spread.
+
 Part 2 (`--part memory`): the real recipe's architecture (SD2 inpainting, built offline from its
 published configuration with random weights), single training steps on the CPU at 512 px, batch
 1 and 2, with and without gradient checkpointing: peak resident memory of each, in a fresh
@@ -20,6 +25,7 @@ process. The GPU estimate in the Markdown output is derived from these, and says
     python perf/bench_train.py --part speed
     python perf/bench_train.py --part memory
     python perf/bench_train.py --part prompts
+    python perf/bench_train.py --part precision
 """
 
 from __future__ import annotations
@@ -365,6 +371,85 @@ def bench_prompts(repeats: int) -> dict:
     return {"rows": rows, "repeats": repeats, "torch_threads": torch.get_num_threads()}
 
 
+# --- part 4: the VAE's precision and the fused optimizer -------------------------------------
+def bench_precision(repeats: int) -> dict:
+    import copy
+
+    import torch
+
+    import train_realfill as tr
+
+    torch.manual_seed(0)
+    toy = ROOT / "models" / "toy-sd2-inpainting"
+    recipe = ru.Recipe.for_model(toy)
+    components = ru.load_components(toy)
+    ru.add_lora(components.unet, components.text_encoder, recipe.lora_rank, recipe.lora_alpha,
+                recipe.lora_dropout, recipe.lora_target)  # fmt: skip
+    vae32 = components.vae.requires_grad_(False).to(memory_format=torch.channels_last)
+    vae16 = copy.deepcopy(vae32).to(torch.bfloat16)
+    models = tr.training_models(components, torch.device("cpu"), torch.float32)
+    sampler = tr.SceneSampler(ru.load_scene(ROOT / "data" / "Custom" / "1"), recipe.resolution)
+    prompt = tr.tokenize(components.tokenizer, ru.PROMPT)
+    empty = tr.tokenize(components.tokenizer, "")
+    groups = [{"params": [p for m in (components.unet, components.text_encoder)
+                          for p in m.parameters() if p.requires_grad], "lr": 1e-6}]  # fmt: skip
+    configs = {
+        "fp32 VAE, per-tensor AdamW (before)": (vae32, torch.optim.AdamW(groups, fused=False)),
+        "fp32 VAE, fused AdamW": (vae32, tr.make_optimizer(groups, False, 0.01)),
+        "bf16 VAE, fused AdamW (now)": (vae16, tr.make_optimizer(groups, False, 0.01)),
+    }
+
+    def step(vae, optimizer) -> None:
+        models["vae"] = vae
+        loss = tr.training_loss(sampler.sample(recipe.train_batch_size), models, prompt, empty)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(groups[0]["params"], tr.MAX_GRAD_NORM)
+        optimizer.step()
+        optimizer.zero_grad()
+
+    times = {name: [] for name in configs}
+    for config in list(configs.values()) * 2:  # warm-up
+        step(*config)
+    for _ in range(repeats):
+        for name, config in configs.items():
+            start = time.perf_counter()
+            step(*config)
+            times[name].append(time.perf_counter() - start)
+    ms = {k: round(1000 * float(sorted(v)[len(v) // 2]), 1) for k, v in times.items()}
+    before = ms["fp32 VAE, per-tensor AdamW (before)"]
+    rows = [{"what": k, "median_ms": v, "speedup": round(before / v, 2)} for k, v in ms.items()]
+
+    with torch.no_grad():  # the posterior means of a few training batches, both precisions
+        images = torch.cat([sampler.sample(recipe.train_batch_size)["images"] for _ in range(4)])
+        mean32 = vae32.encode(images).latent_dist.mean
+        mean16 = vae16.encode(images.bfloat16()).latent_dist.mean.float()
+    scaling = vae32.config.scaling_factor
+    return {
+        "rows": rows,
+        "repeats": repeats,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_has_native_bf16": tr.cpu_has_native_bf16(),
+        "latent_rms_difference": round(float((mean16 - mean32).pow(2).mean().sqrt()) * scaling, 4),
+        "latent_std": round(float(mean32.std()) * scaling, 4),
+        "images": int(images.shape[0]),
+    }
+
+
+def markdown_precision(result: dict) -> str:
+    lines = ["| one training step of the toy base at its recipe | median ms | speed-up |",
+             "|---|---|---|"]  # fmt: skip
+    for r in result["rows"]:
+        lines.append(f"| {r['what']} | {r['median_ms']} | {r['speedup']}x |")
+    lines.append(
+        f"\nMedians of {result['repeats']} alternating repeats, {result['torch_threads']} torch "
+        f"threads, CPU with native bf16: {result['cpu_has_native_bf16']}. The bf16 VAE's latents "
+        f"(posterior means of {result['images']} training crops) differ from the fp32 ones by "
+        f"{result['latent_rms_difference']} root-mean-square, against a spread (std) of "
+        f"{result['latent_std']}; the training noise added to them has std 1."
+    )
+    return "\n".join(lines) + "\n"
+
+
 def markdown_prompts(result: dict) -> str:
     lines = [
         "| what | per sample (ms) | per distinct prompt (ms) | speed-up |",
@@ -443,10 +528,10 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=ru.HelpFormatter)
     parser.add_argument(
-        "--part", choices=["speed", "memory", "prompts"], required=True,
+        "--part", choices=["speed", "memory", "prompts", "precision"], required=True,
         help="what to measure (see above)",
     )  # fmt: skip
-    parser.add_argument("--repeats", type=int, default=15, help="--part prompts: timed repeats")
+    parser.add_argument("--repeats", type=int, default=15, help="timed repeats")
     parser.add_argument("--short", type=int, default=5, help="steps of the first timed run")
     parser.add_argument("--long", type=int, default=25, help="steps of the second timed run")
     args = parser.parse_args()
@@ -460,13 +545,16 @@ def main() -> None:
     elif args.part == "prompts":
         result = bench_prompts(args.repeats)
         text = markdown_prompts(result)
+    elif args.part == "precision":
+        result = bench_precision(args.repeats)
+        text = markdown_precision(result)
     else:
         result = bench_memory()
         text = markdown_memory(result)
     result["command"] = (
         f"python perf/bench_train.py --part {args.part}"
         + (f" --short {args.short} --long {args.long}" if args.part == "speed" else "")
-        + (f" --repeats {args.repeats}" if args.part == "prompts" else "")
+        + (f" --repeats {args.repeats}" if args.part in ("prompts", "precision") else "")
     )
     result["cpu_count"] = os.cpu_count()
     ru.atomic_write_json(result, RESULTS / f"train_{args.part}.json")

@@ -233,6 +233,30 @@ def test_bf16_8bit_adam_and_checkpointing_keep_lora_in_fp32(tiny_model, tmp_path
     assert all(torch.isfinite(v).all() for v in weights.values())
 
 
+def test_a_bf16_vae_beside_fp32_weights_trains_and_previews(tiny_model, tmp_path):
+    scene = make_scene(tmp_path / "scene")
+    out = tmp_path / "out"
+    train_in_process(tiny_model, scene, out, "--max_train_steps", "2", "--vae_precision", "bf16",
+                     "--validation_steps", "2", "--num_validation_images", "1")  # fmt: skip
+    weights = _lora(out)
+    assert weights and all(torch.isfinite(v).all() for v in weights.values())
+    preview = np.asarray(Image.open(out / "validation" / "step-000002.png"))
+    assert preview.shape[:2] == ru.load_scene(scene).target.size[::-1]
+
+
+def test_vae_precision_auto_is_bf16_only_on_a_cpu_that_runs_it_natively(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for native in (True, False):
+        monkeypatch.setattr(tr, "cpu_has_native_bf16", lambda native=native: native)
+        expected = torch.bfloat16 if native else torch.float32
+        assert tr.vae_dtype("auto", cpu, torch.float32) == expected
+        assert tr.vae_dtype("fp32", cpu, torch.float32) == torch.float32
+        assert tr.vae_dtype("auto", cpu, torch.bfloat16) == torch.bfloat16  # --mixed_precision's
+        assert tr.vae_dtype("auto", cuda, torch.float32) == torch.float32
+        assert tr.vae_dtype("auto", cuda, torch.float16) == torch.float16
+    assert tr.vae_dtype("bf16", cuda, torch.float16) == torch.bfloat16
+
+
 def _lora(path):
     return load_file(Path(path) / ru.LORA_FILE)
 
@@ -362,12 +386,14 @@ def test_counts_below_one_are_refused_at_parsing(capsys):
         assert parsed.value.code == 2 and "must be at least 1" in capsys.readouterr().err
 
 
-def test_fp16_on_cpu_is_refused(tiny_model, tmp_path, capsys):
+@pytest.mark.parametrize("flag", ["--mixed_precision", "--vae_precision"])
+def test_fp16_on_cpu_is_refused(tiny_model, tmp_path, capsys, flag):
     scene = make_scene(tmp_path / "scene")
     assert tr.main(["--pretrained_model_name_or_path", str(tiny_model), "--train_data_dir",
                     str(scene), "--output_dir", str(tmp_path / "o"),
-                    "--mixed_precision", "fp16"]) == ru.EXIT_INPUT  # fmt: skip
-    assert "fp16 needs a CUDA GPU" in capsys.readouterr().err
+                    flag, "fp16"]) == ru.EXIT_INPUT  # fmt: skip
+    assert f"{flag} fp16 needs a CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "o" / ru.LORA_FILE).exists()
 
 
 # --- the original project's flags, the hub, checkpoints without pickled objects ---------------
