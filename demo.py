@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -119,6 +120,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--matcher", default="sift", choices=["sift", "loftr"], help="ranking of completions"
     )
+    p.add_argument(
+        "--loftr_weights",
+        default=None,
+        metavar="PATH",
+        help=f"--matcher loftr: a local LoFTR checkpoint (default: ${lr.WEIGHTS_ENV}, else "
+        "kornia's cached download)",
+    )
     return p.parse_args(argv)
 
 
@@ -174,7 +182,12 @@ def demo(args: argparse.Namespace) -> None:
     # what the stages would refuse (a resolution the model cannot take; LoFTR without weights),
     # now, before anything is written, not after the training
     engine.check_stage_args(recipe)
-    lr.make_matcher(args.matcher)
+    lr.make_matcher(args.matcher, weights=args.loftr_weights)
+    if args.loftr_weights:  # the benchmark's ranking reads it from the environment
+        weights = args.loftr_weights
+        if weights != lr.RANDOM_WEIGHTS:
+            weights = str(Path(weights).expanduser().resolve())
+        os.environ[lr.WEIGHTS_ENV] = weights
     claim_output(scene, out, sheet_name=f"{bench}-{number}{SHEET_SUFFIX}")
     model_dir = out / "models" / f"{bench}-{number}-model"
     results = {

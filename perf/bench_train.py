@@ -94,7 +94,10 @@ def earlier_style_steps(model: str, scene: str, resolution: int, steps: int) -> 
         p for m in (components.unet, components.text_encoder) for p in m.parameters()
         if p.requires_grad
     ]  # fmt: skip
-    optimizer = torch.optim.AdamW(params, lr=2e-4)
+    # the VAE and the optimizer as train_realfill.py sets them: only the data path differs
+    dtype = tr.vae_dtype("auto", torch.device("cpu"), torch.float32)
+    components.vae.to(dtype, memory_format=torch.channels_last)
+    optimizer = tr.make_optimizer([{"params": params, "lr": 2e-4}], False, 0.01)
     models = tr.training_models(components, torch.device("cpu"), torch.float32)
     prompt = tr.tokenize(components.tokenizer, ru.PROMPT)
     empty = tr.tokenize(components.tokenizer, "")

@@ -73,6 +73,9 @@ def test_bad_scene_or_output_folder_stops_the_demo_before_anything_runs(tmp_path
     argv = ["--scene", str(scenes / "ok"), "--output_dir", str(tmp_path / "o3")]
     assert demo.main([*argv, "--resolution", "60"]) == ru.EXIT_INPUT
     assert "is not a multiple of" in capsys.readouterr().err
+    missing = tmp_path / "loftr_outdoor.ckpt"
+    assert demo.main([*argv, "--matcher", "loftr", "--loftr_weights", str(missing)]) == 2
+    assert f"{missing}: LoFTR checkpoint not found" in capsys.readouterr().err
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
     assert not (tmp_path / "o3").exists() and not (scenes / "ok" / "demo").exists()
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
