@@ -222,7 +222,9 @@ def training_loss(batch: dict, models: dict, prompt_ids: torch.Tensor, empty_ids
     fill_mask = batch["fill_mask"].to(device, dtype)
     batch_size = images.shape[0]
     scaling = vae.config.scaling_factor
-    with torch.no_grad():
+    # the VAE computes in its own dtype (vae_dtype), also inside --mixed_precision's autocast
+    own_dtype = torch.autocast(device.type, enabled=False) if vae.dtype != dtype else None
+    with torch.no_grad(), own_dtype or contextlib.nullcontext():
         # One VAE call for both; the masked image is encoded by its posterior mean, as
         # infer.py does, so the conditioning is deterministic in training and sampling alike.
         masked = images * (fill_mask < 0.5)
@@ -364,7 +366,12 @@ def load_checkpoint(accelerator, path: Path, lora_models, optimizer, scheduler) 
     with torch.no_grad():
         for name, param in params.items():
             param.copy_(state["lora"][name])
-    optimizer.load_state_dict(state["optimizer"])
+    saved = state["optimizer"]
+    for group, current in zip(saved["param_groups"], optimizer.param_groups, strict=False):
+        for key in ("fused", "foreach"):  # how this optimizer steps, not what it learned: a
+            if key in current:  # state saved by a per-tensor AdamW loads into a fused one
+                group[key] = current[key]
+    optimizer.load_state_dict(saved)
     scheduler.load_state_dict(state["lr_scheduler"])
     set_rng_state(load_plain(path / f"rng_state_{accelerator.process_index}.pt"))
     return state["step"]
@@ -448,7 +455,7 @@ def run_validation(accelerator, components, scene, args, step: int, weight_dtype
     )
     vae = components.vae
     if vae.dtype != weight_dtype:  # a bf16 VAE beside fp32 weights (vae_dtype): the pipeline
-        vae = copy.deepcopy(vae).to(weight_dtype)  # decodes in the latents' dtype
+        vae = copy.deepcopy(vae).to(weight_dtype)  # decodes in the latents' dtype (an upcast)
     view = ru.Components(
         components.path,
         components.tokenizer,
@@ -713,7 +720,7 @@ def train(args: argparse.Namespace, checked: tuple | None = None) -> Path:
     progress.close()
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        export(args, lora_models)
+        export(args, lora_models, vae_weights)
         full = args.lora_target == ru.FULL_TARGET
         print(
             f"LoRA written to {args.output_dir / ru.LORA_FILE}"
@@ -766,9 +773,8 @@ def cpu_has_native_bf16() -> bool:
     import torch
 
     try:
-        return bool(torch.backends.mkldnn.is_available()
-                    and torch.ops.mkldnn._is_mkldnn_bf16_supported())  # fmt: skip
-    except (AttributeError, RuntimeError):
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # private helpers of torch.cpu
         return False
 
 
@@ -793,7 +799,7 @@ def tracker_config(args) -> dict:
     return {k: (str(v) if isinstance(v, Path) or v is None else v) for k, v in vars(args).items()}
 
 
-def export(args, lora_models) -> None:
+def export(args, lora_models, vae_weights) -> None:
     """Write the LoRA file (and a UNet trained whole), optionally a merged pipeline, then the
     settings file (last, so its presence means the run finished)."""
     full = args.lora_target == ru.FULL_TARGET
@@ -822,6 +828,7 @@ def export(args, lora_models) -> None:
         "lora_rank": args.lora_rank,
         "lora_alpha": args.lora_alpha,
         "lora_target": args.lora_target,
+        "vae_dtype": str(vae_weights).removeprefix("torch."),  # what --vae_precision chose
         "args": tracker_config(args),
     }
     write_model_card(args, base_model, scene_name=Path(args.train_data_dir).resolve().name)

@@ -394,19 +394,25 @@ def bench_precision(repeats: int) -> dict:
     sampler = tr.SceneSampler(ru.load_scene(ROOT / "data" / "Custom" / "1"), recipe.resolution)
     prompt = tr.tokenize(components.tokenizer, ru.PROMPT)
     empty = tr.tokenize(components.tokenizer, "")
-    groups = [{"params": [p for m in (components.unet, components.text_encoder)
-                          for p in m.parameters() if p.requires_grad], "lr": 1e-6}]  # fmt: skip
+    params = [p for m in (components.unet, components.text_encoder) for p in m.parameters()
+              if p.requires_grad]  # fmt: skip
+
+    def groups() -> list[dict]:  # fresh per optimizer: one writes its defaults into its groups
+        return [{"params": params, "lr": 1e-6}]
+
+    fused = tr.make_optimizer(groups(), False, 0.01)
+    assert fused.param_groups[0]["fused"], "make_optimizer did not build a fused AdamW"
     configs = {
-        "fp32 VAE, per-tensor AdamW (before)": (vae32, torch.optim.AdamW(groups, fused=False)),
-        "fp32 VAE, fused AdamW": (vae32, tr.make_optimizer(groups, False, 0.01)),
-        "bf16 VAE, fused AdamW (now)": (vae16, tr.make_optimizer(groups, False, 0.01)),
+        "fp32 VAE, per-tensor AdamW (before)": (vae32, torch.optim.AdamW(groups(), fused=False)),
+        "fp32 VAE, fused AdamW": (vae32, fused),
+        "bf16 VAE, fused AdamW (now)": (vae16, tr.make_optimizer(groups(), False, 0.01)),
     }
 
     def step(vae, optimizer) -> None:
         models["vae"] = vae
         loss = tr.training_loss(sampler.sample(recipe.train_batch_size), models, prompt, empty)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(groups[0]["params"], tr.MAX_GRAD_NORM)
+        torch.nn.utils.clip_grad_norm_(params, tr.MAX_GRAD_NORM)
         optimizer.step()
         optimizer.zero_grad()
 

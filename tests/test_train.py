@@ -244,6 +244,48 @@ def test_a_bf16_vae_beside_fp32_weights_trains_and_previews(tiny_model, tmp_path
     assert preview.shape[:2] == ru.load_scene(scene).target.size[::-1]
 
 
+def test_the_vae_encodes_in_its_own_dtype_inside_mixed_precision_autocast(tiny_model, tmp_path):
+    scene = ru.load_scene(make_scene(tmp_path / "scene"))
+    components = ru.load_components(tiny_model)
+    ru.add_lora(components.unet, components.text_encoder, 4, 4, 0.1)
+    seen = []
+    components.vae.encoder.conv_out.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    prompt = tr.tokenize(components.tokenizer, ru.PROMPT)
+    empty = tr.tokenize(components.tokenizer, "")
+    batch = tr.SceneSampler(scene, 32).sample(2)
+    for vae_dtype, weight_dtype in ((torch.float32, torch.bfloat16),
+                                    (torch.bfloat16, torch.float32)):  # fmt: skip
+        components.vae.to(vae_dtype)
+        models = tr.training_models(components, torch.device("cpu"), weight_dtype)
+        with torch.autocast("cpu", torch.bfloat16, enabled=weight_dtype != torch.float32):
+            loss = tr.training_loss(batch, models, prompt, empty)
+        assert seen.pop() == vae_dtype and torch.isfinite(loss)
+
+
+def test_an_optimizer_state_of_per_tensor_adamw_resumes_into_the_fused_one(monkeypatch):
+    """Checkpoints written before the fused AdamW hold a per-tensor optimizer's groups; loading
+    them must keep the fused step, which a GradScaler (fp16 on CUDA) hands its inf check to."""
+    param = torch.nn.Parameter(torch.ones(3))
+    (param**2).sum().backward()
+    earlier = torch.optim.AdamW([param], lr=1e-3)
+    earlier.step()
+    fused = tr.make_optimizer([{"params": [param], "lr": 1e-3}], False, 0.01)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(fused, lambda step: 1.0)
+    state = {"num_processes": 1, "step": 1, "lora": {"unet.weight": param.detach().clone()},
+             "optimizer": earlier.state_dict(), "lr_scheduler": scheduler.state_dict()}  # fmt: skip
+    files = {"state.pt": state, "rng_state_0.pt": tr.rng_state()}
+    monkeypatch.setattr(tr, "load_plain", lambda path: files[path.name])
+    accelerator = type("Accelerator", (), {"num_processes": 1, "process_index": 0})
+    model = torch.nn.Module()
+    model.weight = param
+    assert tr.load_checkpoint(accelerator, Path("ckpt"), {"unet": model}, fused, scheduler) == 1
+    assert fused.param_groups[0]["fused"]
+    assert torch.equal(fused.state[param]["exp_avg"], earlier.state[param]["exp_avg"])
+    scaler = torch.amp.GradScaler("cpu")
+    scaler.scale((param**2).sum()).backward()
+    scaler.step(fused)  # raised "Expected grad_scale and found_inf to be None" before
+
+
 def test_vae_precision_auto_is_bf16_only_on_a_cpu_that_runs_it_natively(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     for native in (True, False):
