@@ -757,7 +757,8 @@ def enable_xformers(unet, device) -> None:
 def vae_dtype(choice: str, device, weight_dtype):
     """The frozen VAE's dtype. `auto`: the frozen weights' dtype, except bf16 on a CPU with
     native bf16 instructions, where encoding is much faster than in fp32 and the latents differ
-    by far less than the training noise (perf/bench_train.py --part precision measures both)."""
+    by much less than the training noise at all but the smallest timesteps
+    (perf/bench_train.py --part precision measures both)."""
     import torch
 
     if choice != "auto":

@@ -433,12 +433,19 @@ def bench_precision(repeats: int) -> dict:
         mean32 = vae32.encode(images).latent_dist.mean
         mean16 = vae16.encode(images.bfloat16()).latent_dist.mean.float()
     scaling = vae32.config.scaling_factor
+    difference = float((mean16 - mean32).pow(2).mean().sqrt()) * scaling
+    # the noise the training adds to the latents: sqrt(1 - alpha_bar_t) of the latent, per t
+    alphas = models["noise_scheduler"].alphas_cumprod
+    noise_std = (1 - alphas).sqrt()
     return {
+        "noise_std_at_t0": round(float(noise_std[0]), 4),
+        "timesteps_with_noise_under_10x_difference": int((noise_std < 10 * difference).sum()),
+        "timesteps": len(noise_std),
         "rows": rows,
         "repeats": repeats,
         "torch_threads": torch.get_num_threads(),
         "cpu_has_native_bf16": tr.cpu_has_native_bf16(),
-        "latent_rms_difference": round(float((mean16 - mean32).pow(2).mean().sqrt()) * scaling, 4),
+        "latent_rms_difference": round(difference, 4),
         "latent_std": round(float(mean32.std()) * scaling, 4),
         "images": int(images.shape[0]),
     }
@@ -454,7 +461,10 @@ def markdown_precision(result: dict) -> str:
         f"threads, CPU with native bf16: {result['cpu_has_native_bf16']}. The bf16 VAE's latents "
         f"(posterior means of {result['images']} training crops) differ from the fp32 ones by "
         f"{result['latent_rms_difference']} root-mean-square, against a spread (std) of "
-        f"{result['latent_std']}; the training noise added to them has std 1."
+        f"{result['latent_std']}. The noise the training adds to them has std "
+        f"{result['noise_std_at_t0']} at t = 0, rising to 1; it is under 10x that difference at "
+        f"{result['timesteps_with_noise_under_10x_difference']} of the {result['timesteps']} "
+        "timesteps."
     )
     return "\n".join(lines) + "\n"
 
