@@ -45,7 +45,8 @@ CROP_RATIO = (3 / 4, 4 / 3)  # and its aspect-ratio range
 MAX_RECTANGLES = 5  # random training masks: union of 1..MAX_RECTANGLES rectangles
 PREVIEW_SCHEDULER, PREVIEW_STEPS = "dpmsolver++", 25  # validation previews, not final results
 MAX_GRAD_NORM = 1.0
-VAE_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISION_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+VAE_PRECISIONS = ("auto", *PRECISION_DTYPES)
 
 logger = logging.getLogger("realfill")
 
@@ -314,7 +315,7 @@ def checkpoint_step(path: Path) -> int:
 
 def save_checkpoint(
     accelerator, output_dir: Path, step: int, lora_models, optimizer, scheduler, limit,
-    fingerprint: str = "",
+    fingerprint: str = "", vae_dtype_name: str = "",
 ):  # fmt: skip
     """Write checkpoints/checkpoint-<step>/ atomically: a partial folder renamed when complete."""
     import torch
@@ -337,7 +338,9 @@ def save_checkpoint(
             },
             partial / "state.pt",
         )
-        ru.atomic_write_json({"fingerprint": fingerprint}, partial / INPUTS_FILE)
+        ru.atomic_write_json(
+            {"fingerprint": fingerprint, "vae_dtype": vae_dtype_name}, partial / INPUTS_FILE
+        )
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         shutil.rmtree(final, ignore_errors=True)
@@ -397,6 +400,7 @@ NOT_IN_FINGERPRINT = {  # flags that change where and how often things are writt
     "output_dir", "logging_dir", "resume_from_checkpoint", "checkpointing_steps",
     "checkpoints_total_limit", "validation_steps", "num_validation_images", "report_to",
     "push_to_hub", "hub_model_id", "save_merged_pipeline", "train_data_dir",
+    "vae_precision",  # what it resolves to is in each checkpoint and checked at resume
 }  # fmt: skip
 
 
@@ -412,10 +416,28 @@ def run_fingerprint(args: argparse.Namespace) -> str:
 
 def checkpoint_fingerprint(path: Path) -> str | None:
     """The fingerprint a checkpoint was written with; None for one written before they were."""
+    return _checkpoint_input(path, "fingerprint")
+
+
+def _checkpoint_input(path: Path, key: str):
     try:
-        return json.loads((path / INPUTS_FILE).read_text())["fingerprint"]
+        return json.loads((path / INPUTS_FILE).read_text())[key]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def check_resumed_vae_dtype(path: Path, vae_weights, weight_dtype, choice: str) -> None:
+    """SceneError if the checkpoint's VAE encoded in another dtype than this run's would (a
+    resume on a CPU without native bf16, or of a run from before --vae_precision, whose VAE
+    had the weights' dtype): the two halves of the run would differ."""
+    recorded = _checkpoint_input(path, "vae_dtype") or dtype_name(weight_dtype)
+    if recorded != dtype_name(vae_weights):
+        flag = {v: k for k, v in PRECISION_DTYPES.items()}[recorded]
+        raise ru.SceneError(
+            f"{path} was trained with the VAE in {recorded}, but --vae_precision {choice} gives "
+            f"{dtype_name(vae_weights)} here: resume with --vae_precision {flag}, or start over "
+            "in another --output_dir"
+        )
 
 
 def resolve_resume(spec: str | None, output_dir: Path, fingerprint: str) -> Path | None:
@@ -519,11 +541,18 @@ def output_entries(args: argparse.Namespace) -> list[str]:
 
 def check_inputs(args: argparse.Namespace) -> tuple[ru.Scene, Path | None]:
     """Check everything a user can get wrong (scene, output folder, resume point, base model)
-    without importing torch; return the scene and the checkpoint to resume from.
+    without importing torch (but to see whether fp16 has a GPU); return the scene and the
+    checkpoint to resume from.
 
     The output folder may not overlap the scene, nor hold files this script did not write.
     """
     scene = ru.load_scene(args.train_data_dir)
+    mixed = args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    half = {"--mixed_precision": (mixed, "bf16 or no"),
+            "--vae_precision": (args.vae_precision, "bf16 or fp32")}  # fmt: skip
+    for flag, (value, instead) in half.items():
+        if value == "fp16" and not cuda_visible():
+            raise ru.SceneError(f"{flag} fp16 needs a CUDA GPU; on the CPU use {flag} {instead}")
     multiple = ru.config_size_multiple(args.pretrained_model_name_or_path)
     if args.resolution < multiple or args.resolution % multiple:
         near = max(multiple, args.resolution // multiple * multiple)
@@ -561,13 +590,6 @@ def train(args: argparse.Namespace, checked: tuple | None = None) -> Path:
     from tqdm.auto import tqdm
 
     scene, resume = checked or check_inputs(args)
-    requested = args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
-    if requested == "fp16" and not torch.cuda.is_available():
-        raise ru.SceneError(
-            "--mixed_precision fp16 needs a CUDA GPU; on the CPU use --mixed_precision bf16 or no"
-        )
-    if args.vae_precision == "fp16" and not torch.cuda.is_available():
-        raise ru.SceneError("--vae_precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32")
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
@@ -584,6 +606,9 @@ def train(args: argparse.Namespace, checked: tuple | None = None) -> Path:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     set_seed(args.seed, device_specific=True)  # each process draws its own batches
+    vae_weights = vae_dtype(args.vae_precision, device, weight_dtype)
+    if resume is not None:
+        check_resumed_vae_dtype(resume, vae_weights, weight_dtype, args.vae_precision)
 
     components = ru.load_components(args.pretrained_model_name_or_path)
     if args.resolution % components.size_multiple:
@@ -597,7 +622,6 @@ def train(args: argparse.Namespace, checked: tuple | None = None) -> Path:
     ru.add_lora(
         unet, text_encoder, args.lora_rank, args.lora_alpha, args.lora_dropout, args.lora_target
     )
-    vae_weights = vae_dtype(args.vae_precision, device, weight_dtype)
     vae.to(device, vae_weights, memory_format=torch.channels_last)  # faster encoding on the CPU
     # a UNet trained whole keeps fp32 master weights (autocast computes in weight_dtype), so
     # its starting point is not the base rounded to half precision
@@ -709,6 +733,7 @@ def train(args: argparse.Namespace, checked: tuple | None = None) -> Path:
                 lr_scheduler,
                 args.checkpoints_total_limit,
                 args.fingerprint,
+                dtype_name(vae_weights),
             )
         if (
             args.validation_steps
@@ -762,10 +787,20 @@ def vae_dtype(choice: str, device, weight_dtype):
     import torch
 
     if choice != "auto":
-        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[choice]
+        return getattr(torch, PRECISION_DTYPES[choice])
     if device.type == "cpu" and weight_dtype == torch.float32 and cpu_has_native_bf16():
         return torch.bfloat16
     return weight_dtype
+
+
+def cuda_visible() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def dtype_name(dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def cpu_has_native_bf16() -> bool:
@@ -829,7 +864,7 @@ def export(args, lora_models, vae_weights) -> None:
         "lora_rank": args.lora_rank,
         "lora_alpha": args.lora_alpha,
         "lora_target": args.lora_target,
-        "vae_dtype": str(vae_weights).removeprefix("torch."),  # what --vae_precision chose
+        "vae_dtype": dtype_name(vae_weights),  # what --vae_precision chose
         "args": tracker_config(args),
     }
     write_model_card(args, base_model, scene_name=Path(args.train_data_dir).resolve().name)

@@ -286,6 +286,33 @@ def test_an_optimizer_state_of_per_tensor_adamw_resumes_into_the_fused_one(monke
     scaler.step(fused)  # raised "Expected grad_scale and found_inf to be None" before
 
 
+def test_a_checkpoint_resumes_only_with_the_vae_dtype_it_was_trained_with(tiny_model, tmp_path):
+    """The VAE's dtype is not in the fingerprint (`auto` resolves per machine): each checkpoint
+    records it, and a resume that would encode in another dtype is refused, nothing deleted."""
+    scene = make_scene(tmp_path / "scene")
+    out, log = tmp_path / "out", tmp_path / "log.txt"
+
+    def argv(precision, steps):
+        return train_cmd(tiny_model, scene, out, "--max_train_steps", str(steps),
+                         "--checkpointing_steps", "1", "--resume_from_checkpoint", "latest",
+                         "--vae_precision", precision, launcher=())[1:]  # fmt: skip
+
+    assert run_main_in_process(tr.main, argv("bf16", 2), log) == 0
+    newest = out / "checkpoints" / "checkpoint-2"
+    assert json.loads((newest / tr.INPUTS_FILE).read_text())["vae_dtype"] == "bfloat16"
+    assert run_main_in_process(tr.main, argv("fp32", 2), log) == ru.EXIT_INPUT
+    assert "trained with the VAE in bfloat16" in log.read_text()
+    assert "resume with --vae_precision bf16" in log.read_text()
+    assert [c.name for c in tr.list_checkpoints(out)] == ["checkpoint-1", "checkpoint-2"]
+    # a checkpoint of a version before --vae_precision: its VAE had the weights' dtype (fp32)
+    inputs = json.loads((newest / tr.INPUTS_FILE).read_text())
+    (newest / tr.INPUTS_FILE).write_text(json.dumps({"fingerprint": inputs["fingerprint"]}))
+    assert run_main_in_process(tr.main, argv("fp32", 2), log) == 0
+    assert "resumed from" in log.read_text() and "at step 2" in log.read_text()
+    settings = json.loads((out / ru.SETTINGS_FILE).read_text())
+    assert settings["vae_dtype"] == "float32"
+
+
 def test_vae_precision_auto_is_bf16_only_on_a_cpu_that_runs_it_natively(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     for native in (True, False):
@@ -435,7 +462,7 @@ def test_fp16_on_cpu_is_refused(tiny_model, tmp_path, capsys, flag):
                     str(scene), "--output_dir", str(tmp_path / "o"),
                     flag, "fp16"]) == ru.EXIT_INPUT  # fmt: skip
     assert f"{flag} fp16 needs a CUDA GPU" in capsys.readouterr().err
-    assert not (tmp_path / "o" / ru.LORA_FILE).exists()
+    assert not (tmp_path / "o").exists()  # refused before the output folder is claimed
 
 
 # --- the original project's flags, the hub, checkpoints without pickled objects ---------------
