@@ -59,20 +59,27 @@ def base_model(requested: str | None) -> str:
     return str(TINY_MODEL)
 
 
-def summary(scores_file: Path, folders: dict[str, str]) -> list[str]:
-    """Mean masked PSNR / SSIM / LPIPS per method, all completions and the best-ranked quarter."""
+def summary(scores_file: Path, folders: dict[str, str]) -> tuple[list[str], list[str]]:
+    """Mean masked PSNR / SSIM / LPIPS per method, all completions and the best-ranked quarter;
+    and the methods whose completions have no ranking (the benchmark's ranking failed)."""
     rows = json.loads(scores_file.read_text())["scores"]
     lines = ["| method | completions | PSNR | SSIM | LPIPS |", "|---|---|---|---|---|"]
+    unranked = []
     for label, variant in folders.items():
         images = [r for r in rows if r["variant"] == (variant or "base")]
         ranked = sorted(images, key=lambda r: (r["rank"] is None, r["rank"] or 0))
+        if images and all(r["rank"] is None for r in images):
+            unranked.append(label)
         for kept, subset in (("all", ranked), ("best 25%", ranked[: max(1, len(ranked) // 4)])):
+            if kept != "all" and label in unranked:
+                lines.append(f"| {label} | {kept} | not ranked | | |")
+                continue
             cells = []
             for metric in ("PSNR", "SSIM", "LPIPS"):
                 values = [r[metric] for r in subset if r.get(metric) is not None]
                 cells.append(f"{sum(values) / len(values):.3f}" if values else "n/a")
             lines.append(f"| {label} | {kept} | " + " | ".join(cells) + " |")
-    return lines
+    return lines, unranked
 
 
 def contact_sheet(scene: Path, folders: dict[str, Path], path: Path) -> None:
@@ -127,7 +134,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         help=f"--matcher loftr: a local LoFTR checkpoint (default: ${lr.WEIGHTS_ENV}, else "
         "kornia's cached download)",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.loftr_weights and args.matcher != "loftr":
+        p.error("--loftr_weights is for --matcher loftr (the default matcher, sift, needs none)")
+    return args
 
 
 def main(argv=None) -> int:
@@ -182,7 +192,9 @@ def demo(args: argparse.Namespace) -> None:
     # what the stages would refuse (a resolution the model cannot take; LoFTR without weights),
     # now, before anything is written, not after the training
     engine.check_stage_args(recipe)
-    lr.make_matcher(args.matcher, weights=args.loftr_weights)
+    matcher = lr.make_matcher(args.matcher, weights=args.loftr_weights)
+    if args.matcher == "loftr" and matcher.weights != lr.RANDOM_WEIGHTS:
+        lr.load_loftr(matcher.weights, matcher.model_type, "cpu")  # not a checkpoint: fail now
     if args.loftr_weights:  # the benchmark's ranking reads it from the environment
         weights = args.loftr_weights
         if weights != lr.RANDOM_WEIGHTS:
@@ -210,7 +222,7 @@ def demo(args: argparse.Namespace) -> None:
     ))  # fmt: skip
     sheet = out / f"{bench}-{number}{SHEET_SUFFIX}"  # claimed above
     contact_sheet(scene, results, sheet)
-    table = summary(
+    table, unranked = summary(
         out / f"{report.stem}_scores.json", {"un-tuned base": "untuned", "RealFill": ""}
     )
     print("\nMasked scores inside the hole (PSNR dB and SSIM: higher is better; LPIPS: lower):")
@@ -219,6 +231,11 @@ def demo(args: argparse.Namespace) -> None:
         f"\nCompletions: {results['RealFill']}\nReport: {report} (and {report.with_suffix('.md')})"
         f"\nContact sheet, un-tuned vs RealFill: {sheet}"
     )
+    if unranked:  # the benchmark scored them, but seed selection was asked for too
+        raise engine.StageFailed(
+            f"the completions of {' and '.join(unranked)} were not ranked ({args.matcher}): the "
+            f"report {report} says why"
+        )
 
 
 if __name__ == "__main__":

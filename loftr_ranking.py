@@ -243,6 +243,11 @@ def resolve_loftr_weights(weights: str | None, model_type: str) -> str:
         return RANDOM_WEIGHTS
     if weights:
         path = Path(weights).expanduser()
+        if path.is_dir():
+            raise RankingAborted(
+                f"{path} is a folder: --loftr_weights (or {WEIGHTS_ENV}) takes the checkpoint "
+                f"file itself, e.g. {path / f'loftr_{model_type}.ckpt'}"
+            )
         if not path.is_file():
             raise RankingAborted(
                 f"{path}: LoFTR checkpoint not found (given by --loftr_weights or {WEIGHTS_ENV}); "
@@ -285,9 +290,10 @@ def load_loftr(weights: str, model_type: str, device: str):
             state = {k.removeprefix("matcher."): v for k, v in state.items()}
             model.load_state_dict(state)
         except Exception as err:
+            why = (str(err).strip().splitlines() or ["empty or truncated file"])[0][:200]
             raise RankingAborted(
                 f"{weights}: not a LoFTR checkpoint kornia can load ({type(err).__name__}: "
-                f"{str(err).splitlines()[0][:200]}); pass kornia's loftr_{model_type}.ckpt"
+                f"{why}); pass kornia's loftr_{model_type}.ckpt"
             ) from None
     return model.eval().to(device)
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from conftest import ROOT
 
 import realfill_utils as ru
@@ -73,9 +74,33 @@ def test_bad_scene_or_output_folder_stops_the_demo_before_anything_runs(tmp_path
     argv = ["--scene", str(scenes / "ok"), "--output_dir", str(tmp_path / "o3")]
     assert demo.main([*argv, "--resolution", "60"]) == ru.EXIT_INPUT
     assert "is not a multiple of" in capsys.readouterr().err
-    missing = tmp_path / "loftr_outdoor.ckpt"
-    assert demo.main([*argv, "--matcher", "loftr", "--loftr_weights", str(missing)]) == 2
-    assert f"{missing}: LoFTR checkpoint not found" in capsys.readouterr().err
+    missing, empty = tmp_path / "loftr_outdoor.ckpt", tmp_path / "empty.ckpt"
+    empty.write_bytes(b"")
+    for weights, expected in (
+        (missing, f"{missing}: LoFTR checkpoint not found"),
+        (tmp_path, f"{tmp_path} is a folder"),
+        (empty, f"{empty}: not a LoFTR checkpoint kornia can load"),
+    ):
+        assert demo.main([*argv, "--matcher", "loftr", "--loftr_weights", str(weights)]) == 2
+        assert expected in capsys.readouterr().err
+    with pytest.raises(SystemExit) as parsed:  # weights for a matcher that takes none
+        demo.parse_args([*argv, "--loftr_weights", str(missing)])
+    assert parsed.value.code == 2 and "is for --matcher loftr" in capsys.readouterr().err
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
     assert not (tmp_path / "o3").exists() and not (scenes / "ok" / "demo").exists()
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+
+def test_the_summary_says_when_completions_were_not_ranked(tmp_path):
+    import demo
+
+    rows = [{"variant": "base", "rank": rank, "PSNR": psnr, "SSIM": 0.5}
+            for rank, psnr in ((1, 20.0), (0, 30.0), (2, 10.0), (3, 10.0))]  # fmt: skip
+    rows += [{"variant": "untuned", "rank": None, "PSNR": 5.0, "SSIM": 0.1}] * 4
+    scores = tmp_path / "scores.json"
+    scores.write_text(json.dumps({"scores": rows}))
+    lines, unranked = demo.summary(scores, {"un-tuned base": "untuned", "RealFill": ""})
+    assert unranked == ["un-tuned base"]
+    assert "| un-tuned base | best 25% | not ranked | | |" in lines
+    assert "| RealFill | best 25% | 30.000 | 0.500 | n/a |" in lines  # rank 0 first
+    assert "| RealFill | all | 17.500 | 0.500 | n/a |" in lines
