@@ -201,13 +201,15 @@ def check_stage_args(recipe: ru.Recipe, train_extra=(), infer_extra=()) -> None:
         said = io.StringIO()
         try:
             with contextlib.redirect_stderr(said):
-                parse(command[1:])
+                parsed = parse(command[1:])
         except SystemExit:
             reason = (said.getvalue().strip().splitlines() or ["refused"])[-1]
             raise ru.SceneError(
                 f"{script} would refuse its arguments ({reason.split('error: ')[-1]}): check "
                 f"{flag} and the recipe flags"
             ) from None
+        if parse is train_realfill.parse_args:
+            train_realfill.refuse_fp16_without_gpu(parsed)
 
 
 def warp_command(

@@ -547,12 +547,7 @@ def check_inputs(args: argparse.Namespace) -> tuple[ru.Scene, Path | None]:
     The output folder may not overlap the scene, nor hold files this script did not write.
     """
     scene = ru.load_scene(args.train_data_dir)
-    mixed = args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
-    half = {"--mixed_precision": (mixed, "bf16 or no"),
-            "--vae_precision": (args.vae_precision, "bf16 or fp32")}  # fmt: skip
-    for flag, (value, instead) in half.items():
-        if value == "fp16" and not cuda_visible():
-            raise ru.SceneError(f"{flag} fp16 needs a CUDA GPU; on the CPU use {flag} {instead}")
+    refuse_fp16_without_gpu(args)
     multiple = ru.config_size_multiple(args.pretrained_model_name_or_path)
     if args.resolution < multiple or args.resolution % multiple:
         near = max(multiple, args.resolution // multiple * multiple)
@@ -793,10 +788,20 @@ def vae_dtype(choice: str, device, weight_dtype):
     return weight_dtype
 
 
-def cuda_visible() -> bool:
-    import torch
+def refuse_fp16_without_gpu(args: argparse.Namespace) -> None:
+    """SceneError for fp16 (weights or VAE) where no CUDA GPU is visible; torch is imported
+    only when fp16 was asked for."""
+    mixed = args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    half = {"--mixed_precision": (mixed, "bf16 or no"),
+            "--vae_precision": (args.vae_precision, "bf16 or fp32")}  # fmt: skip
+    for flag, (value, instead) in half.items():
+        if value == "fp16":
+            import torch
 
-    return torch.cuda.is_available()
+            if not torch.cuda.is_available():
+                raise ru.SceneError(
+                    f"{flag} fp16 needs a CUDA GPU; on the CPU use {flag} {instead}"
+                )
 
 
 def dtype_name(dtype) -> str:

@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import make_scene, scripts_in_process
 from PIL import Image
 
@@ -174,11 +175,14 @@ def test_arguments_a_stage_would_refuse_stop_the_run_before_it_starts(tiny_model
     scene = make_scene(tmp_path / "data" / "Custom" / "3", n_refs=2)
     base = ["--pretrained_model_name_or_path", str(tiny_model), "--train_data_dir", str(scene),
             "--matcher", "sift"]  # fmt: skip
-    for extra, expected in (
+    cases = [
         (["--infer_args", "--num_imgs 4"], "infer.py would refuse its arguments"),
         (["--train_args", "--bogus 1"], "train_realfill.py would refuse its arguments"),
         (["--resolution", "36"], "is not a multiple of"),
-    ):
+    ]
+    if not torch.cuda.is_available():
+        cases.append((["--train_args", "--vae_precision fp16"], "fp16 needs a CUDA GPU"))
+    for extra, expected in cases:
         out = tmp_path / "run"
         assert refill.main([*base, "--output_dir", str(out), *extra]) == ru.EXIT_INPUT
         assert expected in capsys.readouterr().err
