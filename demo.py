@@ -195,11 +195,8 @@ def demo(args: argparse.Namespace) -> None:
     matcher = lr.make_matcher(args.matcher, weights=args.loftr_weights)
     if args.matcher == "loftr" and matcher.weights != lr.RANDOM_WEIGHTS:
         lr.load_loftr(matcher.weights, matcher.model_type, "cpu")  # not a checkpoint: fail now
-    if args.loftr_weights:  # the benchmark's ranking reads it from the environment
-        weights = args.loftr_weights
-        if weights != lr.RANDOM_WEIGHTS:
-            weights = str(Path(weights).expanduser().resolve())
-        os.environ[lr.WEIGHTS_ENV] = weights
+    if args.loftr_weights:  # the benchmark's ranking reads them from the environment
+        os.environ[lr.WEIGHTS_ENV] = matcher.weights  # resolved: an absolute path, or random
     claim_output(scene, out, sheet_name=f"{bench}-{number}{SHEET_SUFFIX}")
     model_dir = out / "models" / f"{bench}-{number}-model"
     results = {

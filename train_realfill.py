@@ -432,7 +432,7 @@ def check_resumed_vae_dtype(path: Path, vae_weights, weight_dtype, choice: str) 
     had the weights' dtype): the two halves of the run would differ."""
     recorded = _checkpoint_input(path, "vae_dtype") or dtype_name(weight_dtype)
     if recorded != dtype_name(vae_weights):
-        flag = {v: k for k, v in PRECISION_DTYPES.items()}[recorded]
+        flag = {v: k for k, v in PRECISION_DTYPES.items()}.get(recorded, recorded)
         raise ru.SceneError(
             f"{path} was trained with the VAE in {recorded}, but --vae_precision {choice} gives "
             f"{dtype_name(vae_weights)} here: resume with --vae_precision {flag}, or start over "
