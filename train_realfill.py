@@ -797,7 +797,13 @@ def refuse_fp16_without_gpu(args: argparse.Namespace) -> None:
     for flag, (value, instead) in half.items():
         if value == "fp16":
             import torch
+            from accelerate.utils import parse_flag_from_env
 
+            if parse_flag_from_env("ACCELERATE_USE_CPU"):  # accelerate launch --cpu
+                raise ru.SceneError(
+                    f"{flag} fp16 needs a CUDA GPU, and ACCELERATE_USE_CPU puts this run on the "
+                    f"CPU; there use {flag} {instead}"
+                )
             if not torch.cuda.is_available():
                 raise ru.SceneError(
                     f"{flag} fp16 needs a CUDA GPU; on the CPU use {flag} {instead}"

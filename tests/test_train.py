@@ -313,6 +313,17 @@ def test_a_checkpoint_resumes_only_with_the_vae_dtype_it_was_trained_with(tiny_m
     assert settings["vae_dtype"] == "float32"
 
 
+def test_fp16_is_refused_where_accelerate_is_told_to_use_the_cpu_even_beside_a_gpu(monkeypatch):
+    args = tr.parse_args(["--train_data_dir", "s", "--output_dir", "o",
+                          "--mixed_precision", "fp16"])  # fmt: skip
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    tr.refuse_fp16_without_gpu(args)  # a GPU, and nothing moves the run off it
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")
+    with pytest.raises(ru.SceneError, match="ACCELERATE_USE_CPU puts this run on the CPU"):
+        tr.refuse_fp16_without_gpu(args)
+
+
 def test_vae_precision_auto_is_bf16_only_on_a_cpu_that_runs_it_natively(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     for native in (True, False):
