@@ -293,6 +293,53 @@ def bench_memory() -> dict:
     return {"rows": rows, "note": "fp32, CPU, 512 px, random weights; measured"}
 
 
+# --- parts 3 and 4: a whole training step of the toy base, variants side by side ---------------
+def toy_training_step_parts() -> dict:
+    """What a training step of the toy base at its recipe needs (on Custom/1, fp32 models):
+    recipe, components (LoRA added, VAE frozen and channels-last), models, sampler, prompt and
+    empty token ids, and the trained parameters."""
+    import torch
+
+    import train_realfill as tr
+
+    toy = ROOT / "models" / "toy-sd2-inpainting"
+    recipe = ru.Recipe.for_model(toy)
+    components = ru.load_components(toy)
+    ru.add_lora(components.unet, components.text_encoder, recipe.lora_rank, recipe.lora_alpha,
+                recipe.lora_dropout, recipe.lora_target)  # fmt: skip
+    components.vae.requires_grad_(False).to(memory_format=torch.channels_last)
+    return {
+        "recipe": recipe,
+        "components": components,
+        "models": tr.training_models(components, torch.device("cpu"), torch.float32),
+        "sampler": tr.SceneSampler(
+            ru.load_scene(ROOT / "data" / "Custom" / "1"), recipe.resolution
+        ),  # fmt: skip
+        "prompt": tr.tokenize(components.tokenizer, ru.PROMPT),
+        "empty": tr.tokenize(components.tokenizer, ""),
+        "params": [
+            p
+            for m in (components.unet, components.text_encoder)
+            for p in m.parameters()
+            if p.requires_grad
+        ],  # fmt: skip
+    }
+
+
+def alternating_medians(variants: dict, repeats: int) -> dict[str, float]:
+    """Median milliseconds of each variant (label -> callable), run in turn `repeats` times after
+    two warm-up rounds, so that the machine's drift falls on all of them alike."""
+    times = {label: [] for label in variants}
+    for run in list(variants.values()) * 2:  # warm-up
+        run()
+    for _ in range(repeats):
+        for label, run in variants.items():
+            start = time.perf_counter()
+            run()
+            times[label].append(time.perf_counter() - start)
+    return {k: round(1000 * float(sorted(v)[len(v) // 2]), 1) for k, v in times.items()}
+
+
 # --- part 3: the text encoder once per distinct prompt -----------------------------------------
 def per_sample(text_encoder, input_ids):
     """The earlier way: the text encoder over every sample's ids."""
@@ -310,35 +357,18 @@ def bench_prompts(repeats: int) -> dict:
     rows = []
 
     def alternate(name: str, step) -> None:
-        times = {"per sample": [], "per distinct prompt": []}
-        for encode in (per_sample, tr.encode_prompts) * 2:  # warm-up
-            step(encode)
-        for _ in range(repeats):
-            for label, encode in (("per sample", per_sample),
-                                  ("per distinct prompt", tr.encode_prompts)):  # fmt: skip
-                start = time.perf_counter()
-                step(encode)
-                times[label].append(time.perf_counter() - start)
-        ms = {k: round(1000 * float(sorted(v)[len(v) // 2]), 1) for k, v in times.items()}
+        ms = alternating_medians({"per sample": lambda: step(per_sample),
+                                  "per distinct prompt": lambda: step(tr.encode_prompts)},
+                                 repeats)  # fmt: skip
         speedup = round(ms["per sample"] / ms["per distinct prompt"], 2)
         rows.append({"what": name, "median_ms": ms, "speedup": speedup})
         print(rows[-1], flush=True)
 
     # a whole step of the toy base at its recipe
-    toy = ROOT / "models" / "toy-sd2-inpainting"
-    recipe = ru.Recipe.for_model(toy)
-    components = ru.load_components(toy)
-    ru.add_lora(components.unet, components.text_encoder, recipe.lora_rank, recipe.lora_alpha,
-                recipe.lora_dropout, recipe.lora_target)  # fmt: skip
-    components.vae.requires_grad_(False).to(memory_format=torch.channels_last)
-    models = tr.training_models(components, torch.device("cpu"), torch.float32)
-    scene = ru.load_scene(ROOT / "data" / "Custom" / "1")
-    sampler = tr.SceneSampler(scene, recipe.resolution)
-    prompt = tr.tokenize(components.tokenizer, ru.PROMPT)
-    empty = tr.tokenize(components.tokenizer, "")
-    params = [p for m in (components.unet, components.text_encoder) for p in m.parameters()
-              if p.requires_grad]  # fmt: skip
-    optimizer = torch.optim.AdamW(params, lr=1e-6)
+    toy = toy_training_step_parts()
+    recipe, models, sampler = toy["recipe"], toy["models"], toy["sampler"]
+    prompt, empty = toy["prompt"], toy["empty"]
+    optimizer = torch.optim.AdamW(toy["params"], lr=1e-6)
     original = tr.encode_prompts
 
     def toy_step(encode) -> None:
@@ -383,19 +413,11 @@ def bench_precision(repeats: int) -> dict:
     import train_realfill as tr
 
     torch.manual_seed(0)
-    toy = ROOT / "models" / "toy-sd2-inpainting"
-    recipe = ru.Recipe.for_model(toy)
-    components = ru.load_components(toy)
-    ru.add_lora(components.unet, components.text_encoder, recipe.lora_rank, recipe.lora_alpha,
-                recipe.lora_dropout, recipe.lora_target)  # fmt: skip
-    vae32 = components.vae.requires_grad_(False).to(memory_format=torch.channels_last)
+    toy = toy_training_step_parts()
+    recipe, models, sampler = toy["recipe"], toy["models"], toy["sampler"]
+    prompt, empty, params = toy["prompt"], toy["empty"], toy["params"]
+    vae32 = toy["components"].vae
     vae16 = copy.deepcopy(vae32).to(torch.bfloat16)
-    models = tr.training_models(components, torch.device("cpu"), torch.float32)
-    sampler = tr.SceneSampler(ru.load_scene(ROOT / "data" / "Custom" / "1"), recipe.resolution)
-    prompt = tr.tokenize(components.tokenizer, ru.PROMPT)
-    empty = tr.tokenize(components.tokenizer, "")
-    params = [p for m in (components.unet, components.text_encoder) for p in m.parameters()
-              if p.requires_grad]  # fmt: skip
 
     def groups() -> list[dict]:  # fresh per optimizer: one writes its defaults into its groups
         return [{"params": params, "lr": 1e-6}]
@@ -416,15 +438,9 @@ def bench_precision(repeats: int) -> dict:
         optimizer.step()
         optimizer.zero_grad()
 
-    times = {name: [] for name in configs}
-    for config in list(configs.values()) * 2:  # warm-up
-        step(*config)
-    for _ in range(repeats):
-        for name, config in configs.items():
-            start = time.perf_counter()
-            step(*config)
-            times[name].append(time.perf_counter() - start)
-    ms = {k: round(1000 * float(sorted(v)[len(v) // 2]), 1) for k, v in times.items()}
+    ms = alternating_medians(
+        {name: lambda config=config: step(*config) for name, config in configs.items()}, repeats
+    )
     before = ms["fp32 VAE, per-tensor AdamW (before)"]
     rows = [{"what": k, "median_ms": v, "speedup": round(before / v, 2)} for k, v in ms.items()]
 
