@@ -4,6 +4,8 @@ A completion's score is the number of correspondences between each reference and
 completion whose completion-side keypoint lies in the FILLED region (the target's mask, dilated
 by a few pixels), summed over the references: RealFill's correspondence-based seed selection.
 Matches in the known region do not count, since every completion shares it with the target.
+Equal counts are ordered by the distance to the per-pixel median of all the completions inside
+the hole, nearest first (the least idiosyncratic completion; `median_rms` in the JSON).
 
   # rank only: write loftr_ranking_scores.json into the completions' folder
   python loftr_ranking.py --rank-only --source-dir results/RealBench-0-results \\
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import socket
 import sys
@@ -40,6 +43,7 @@ from PIL import Image
 from realfill_utils import (
     EXIT_FAILED,
     EXIT_OK,
+    RANKING_TIE_BREAK,
     HelpFormatter,
     SceneError,
     atomic_write_json,
@@ -78,6 +82,7 @@ MASK_DILATION = 4  # px at the completion's size: matches on the hole's border s
 SIFT_RATIO = 0.8  # Lowe's ratio test
 RANSAC_THRESHOLD = 2.0  # px at the matching size, Sampson distance to the fundamental matrix
 MIN_MATCHES = 8  # a fundamental matrix needs 8; fewer tentative matches score 0
+AGREEMENT_SIDE = 256  # px, long side at which completions are compared with their median
 
 
 class RankingAborted(SceneError):
@@ -457,6 +462,32 @@ def count_inside(points: np.ndarray, region: np.ndarray) -> int:
     return int(region[y, x].sum())
 
 
+def median_distances(paths: list[Path], fill_mask: np.ndarray) -> dict[str, float]:
+    """name -> root-mean-square distance (8-bit levels, RGB) inside the fill region between
+    each readable completion and the per-pixel median of all of them, compared at no more than
+    AGREEMENT_SIDE px on the long side. Equal correspondence counts say nothing about which
+    completion is better; the one nearest the median is the least idiosyncratic, so the ranking
+    puts it first among them. Empty with fewer than 3 readable completions (the median of two
+    is their mean and singles out neither)."""
+    height, width = fill_mask.shape
+    size = match_size((width, height), AGREEMENT_SIDE)
+    region = np.asarray(Image.fromarray(fill_mask).resize(size, Image.Resampling.NEAREST))
+    pixels = {}
+    for path in paths:
+        try:
+            image = load_image(path).resize(size, Image.Resampling.BILINEAR)
+        except Exception:  # unreadable: the matching names the problem in its row
+            continue
+        pixels[path.name] = np.asarray(image)[region].astype(np.float32)
+    if len(pixels) < 3 or not region.any():
+        return {}
+    median = np.median(np.stack(list(pixels.values())), axis=0)
+    return {
+        name: round(float(np.sqrt(np.mean((values - median) ** 2))), 3)
+        for name, values in pixels.items()
+    }
+
+
 def _error_text(err: BaseException) -> str:
     text = str(err).splitlines()[0][:300] if str(err) else ""
     return text if isinstance(err, SceneError) else f"{type(err).__name__}: {text}"
@@ -547,10 +578,21 @@ def rank_completions(
             row["error"] = f"{path.name}: {_error_text(err)}"
         rows.append(row)
     bar.close()
-    rows.sort(key=lambda r: (r["error"] is not None, -(r["score"] or 0), natural_key(r["image"])))
+    distances = median_distances(candidate_paths, fill_mask)
+    for row in rows:
+        row["median_rms"] = distances.get(row["image"]) if row["error"] is None else None
+    rows.sort(
+        key=lambda r: (
+            r["error"] is not None,
+            -(r["score"] or 0),
+            math.inf if r["median_rms"] is None else r["median_rms"],
+            natural_key(r["image"]),
+        )
+    )
     return {
         "schema_version": SCHEMA_VERSION,
         "settings": settings,
+        "tie_break": RANKING_TIE_BREAK,
         "references": names,
         "reference_sha256": {name: sha for name, (_, sha) in references.items()},
         "candidates": rows,

@@ -39,6 +39,9 @@ GUIDANCE_SCALE = 1.0  # the paper uses no classifier-free guidance
 FEATHER_RADIUS = 8  # px, at the target's own size: width of the blend band outside the hole
 MASK_THRESHOLD = 128  # 8-bit mask values >= this are "fill"
 NUM_IMAGES = 16  # completions per scene, as the paper reports
+# loftr_ranking.py: completions with equal correspondence counts are ordered by their distance to
+# the per-pixel median of all the completions (nearest first); a ranking file records it
+RANKING_TIE_BREAK = "median_rms"
 LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' standard LoRA file name
 SETTINGS_FILE = "realfill_settings.json"  # written by train_realfill.py next to the LoRA
 RECIPE_FILE = "realfill_recipe.json"  # in a base model's folder: its recommended fine-tuning

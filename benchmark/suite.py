@@ -31,7 +31,13 @@ from pathlib import Path
 from filelock import FileLock
 
 from benchmark.common import METRICS, ROOT, UNAVAILABLE_EXIT, MetricSpec
-from realfill_utils import atomic_write_json, list_images, numbered_images, ranked_images
+from realfill_utils import (
+    RANKING_TIE_BREAK,
+    atomic_write_json,
+    list_images,
+    numbered_images,
+    ranked_images,
+)
 
 CACHE_SCHEMA = 1
 RANKING_FILE = "loftr_ranking_scores.json"
@@ -517,6 +523,7 @@ def ranking_is_current(rf: ResultFolder, matcher: str) -> bool:
         refs, images = list_images(rf.scene_dir / "ref")[0], ranked_images(rf.folder)
         return (
             data["settings"]["matcher"] == matcher
+            and data.get("tie_break") == RANKING_TIE_BREAK  # an older ranking orders ties by name
             and data["mask_sha256"] == sha256_file(rf.mask)
             and data["reference_sha256"] == {p.name: sha256_file(p) for p in refs}
             and {c["image"]: c["sha256"] for c in data["candidates"]}

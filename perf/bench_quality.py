@@ -213,7 +213,58 @@ def score(out: Path, args) -> dict:
             sys.exit(f"{key}: completions without a ranking; see {out / 'logs'}")
         order = [r["image"] for r in sorted(images, key=lambda r: r["rank"])]
         table[key] = {m: seed_selection({r["image"]: r[m] for r in images}, order) for m in METRICS}
+        if key[1] == "":  # RealFill: how the ranking's order compares with other orders
+            table[key]["orderings"] = selection_orderings(
+                images, out / "results" / images[0]["folder"] / RANKING_FILE
+            )
     return table
+
+
+RANKING_FILE = "loftr_ranking_scores.json"
+ORDERINGS = {  # key -> label, in the table's order
+    "ranking": "the ranking: correspondences, ties by distance to the completions' median",
+    "by_name": "correspondences, ties by file name (the order before the tie-break)",
+    "median": "distance to the completions' median alone",
+    "oracle": "oracle: by the completions' own PSNR against the ground truth",
+}
+
+
+def selection_orderings(images: list[dict], ranking_file: Path) -> dict:
+    """Masked PSNR at 75% drop under each of ORDERINGS, and the Spearman correlation of the
+    correspondence count, and of the (negated) median distance, with the completions' PSNR."""
+    from scipy.stats import spearmanr
+
+    ranked = {c["image"]: c for c in json.loads(ranking_file.read_text())["candidates"]}
+    psnr = {r["image"]: r["PSNR"] for r in images}
+    names = sorted(psnr, key=ru.natural_key)
+    count = {n: ranked[n]["score"] or 0 for n in names}
+    median = {n: ranked[n]["median_rms"] for n in names}
+    orders = {
+        "ranking": [r["image"] for r in sorted(images, key=lambda r: r["rank"])],
+        "by_name": sorted(names, key=lambda n: (-count[n], ru.natural_key(n))),
+        "median": sorted(names, key=lambda n: (median[n], ru.natural_key(n))),
+        "oracle": sorted(names, key=lambda n: -psnr[n]),
+    }
+
+    def rho(score: dict) -> float:
+        values = [score[n] for n in names]
+        return (
+            float(spearmanr(values, [psnr[n] for n in names])[0]) if len(set(values)) > 1 else 0.0
+        )
+
+    return {
+        "psnr_at_75": {k: seed_selection(psnr, order)[0.75] for k, order in orders.items()},
+        "rho_count": rho(count),
+        "rho_median": rho({n: -median[n] for n in names}),
+        "tied_at_the_cut": tied_at_cut(orders["ranking"], count),
+    }
+
+
+def tied_at_cut(order: list[str], count: dict, drop: float = 0.75) -> int:
+    """How many completions share the correspondence count of the last one kept at `drop`:
+    the tie-break chose among them."""
+    kept = math.ceil(len(order) * (1 - drop))
+    return sum(count[n] == count[order[kept - 1]] for n in order)
 
 
 REFERENCE_ROWS = {  # row key -> label, in the table's order
@@ -448,6 +499,44 @@ def per_scene_table(scenes: list[str], table: dict, references: dict) -> list[st
     return lines
 
 
+def orderings_table(scenes: list[str], kinds: dict, table: dict, num_images: int) -> list[str]:
+    """RealFill's completions kept at 75% drop under each ordering, per scene and on the flat
+    scenes' mean, with how well the correspondence count and the median distance foretell a
+    completion's PSNR."""
+    flat = [s for s in scenes if kinds[s] == "flat"]
+    columns = scenes + (["flat mean"] if flat else [])
+
+    def cells(value) -> list[str]:
+        per_scene = [value(table[(s, "")]) for s in scenes]
+        return per_scene + ([mean(value(table[(s, "")]) for s in flat)] if flat else [])
+
+    kept = math.ceil(num_images / 4)
+    lines = [
+        "",
+        f"## Seed selection: which order keeps the best {kept} of RealFill's {num_images}",
+        "",
+        "Masked PSNR (dB) of the completions kept at 75% drop, by the order they are ranked in; "
+        "then the Spearman correlation of each signal with the completions' own PSNR (1: it "
+        "orders them exactly as the ground truth does), and how many completions share the "
+        "correspondence count at the cut (the tie-break chose among them).",
+        "",
+        "| | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
+        "| all kept | " + " | ".join(f"{v:.2f}" for v in cells(lambda t: t["PSNR"][0.0])) + " |",
+    ]
+    for key, label in ORDERINGS.items():
+        values = cells(lambda t, key=key: t["orderings"]["psnr_at_75"][key])
+        lines.append(f"| {label} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
+    for key, label in (("rho_count", "correspondence count"), ("rho_median", "median distance")):
+        values = cells(lambda t, key=key: t["orderings"][key])
+        lines.append(
+            f"| correlation with PSNR: {label} | " + " | ".join(f"{v:+.2f}" for v in values) + " |"
+        )
+    ties = [str(table[(s, "")]["orderings"]["tied_at_the_cut"]) for s in scenes]
+    lines.append("| completions tied at the cut | " + " | ".join(ties) + (" | |" if flat else " |"))
+    return lines
+
+
 def timing_lines(scenes: list[str], args, table: dict, references: dict, records) -> list:
     """The samplers' table (quality against generation time) and the time each method adds."""
     lines = [
@@ -520,6 +609,7 @@ def write_results(
     goals, notes = gate_goals(scenes, kinds, table, references, records, args.num_images)
     lines += ["", "## Goals", "", *notes]
     lines += per_scene_table(scenes, table, references)
+    lines += orderings_table(scenes, kinds, table, args.num_images)
     lines += timing_lines(scenes, args, table, references, records)
     md = Path(results_dir) / f"{name}.md"
     ru.atomic_write_json(

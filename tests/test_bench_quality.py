@@ -34,6 +34,12 @@ def gate(realfill=15.0, untuned=11.0, geo=(20.0, 21.0, 12.0), telea=12.0, warp=1
     table, references = {}, {}
     for s, geo_psnr in zip(SCENES, geo, strict=True):
         table[(s, "")] = scores(realfill, 0.4, drop_gain=0.1)
+        table[(s, "")]["orderings"] = {
+            "psnr_at_75": {k: realfill + i for i, k in enumerate(bq.ORDERINGS)},
+            "rho_count": -0.1,
+            "rho_median": 0.5,
+            "tied_at_the_cut": 9,
+        }
         table[(s, "untuned")] = scores(untuned, 0.2)
         table[(s, "refill")] = scores(realfill, 0.4)
         table[(s, "geo")] = scores(geo_psnr, 0.5)
@@ -96,9 +102,34 @@ def test_results_go_where_asked_and_the_docs_summary_keeps_the_geometry_goals(tm
     text = md.read_text()
     for s in SCENES:
         assert f"| {s} | " in text  # a per-scene row each
+    assert "| completions tied at the cut | 9 | 9 | 9 | |" in text
     summary = bq.geometry_summary(md)
     assert "Custom-4 (parallax)" in summary and "**not met**" in summary  # the unseen goal
     assert "RealFill minus un-tuned" not in summary  # only the geometry goals
+
+
+def test_selection_orderings_rank_the_same_completions_each_way(tmp_path):
+    """Eight completions whose PSNR rises with their number; the correspondences favour 1.png
+    alone and the median distance falls as the PSNR rises: each ordering keeps its own two."""
+    names = [f"{i}.png" for i in range(8)]
+    psnr = {n: 10.0 + i for i, n in enumerate(names)}
+    count = {n: 3 if n == "1.png" else 0 for n in names}
+    median = {n: 17.0 - psnr[n] for n in names}
+    order = sorted(names, key=lambda n: (-count[n], median[n]))
+    ranking = tmp_path / "loftr_ranking_scores.json"
+    ranking.write_text(json.dumps({"candidates": [
+        {"image": n, "score": count[n], "median_rms": median[n]} for n in order
+    ]}))  # fmt: skip
+    images = [{"image": n, "PSNR": psnr[n], "rank": order.index(n) + 1} for n in names]
+    got = bq.selection_orderings(images, ranking)
+    assert got["psnr_at_75"] == {
+        "ranking": (11.0 + 17.0) / 2,  # 1.png by its count, then 7.png nearest the median
+        "by_name": (11.0 + 10.0) / 2,  # 1.png, then 0.png: the first name among the ties
+        "median": (17.0 + 16.0) / 2,
+        "oracle": (17.0 + 16.0) / 2,
+    }
+    assert got["rho_median"] == pytest.approx(1.0) and -1 < got["rho_count"] < 0
+    assert got["tied_at_the_cut"] == 7  # the second kept shares its count (0) with six others
 
 
 @pytest.mark.parametrize("kind", ["parallax", "unseen"])

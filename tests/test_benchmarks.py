@@ -220,7 +220,8 @@ candidates = [{"image": n, "sha256": sha(Path(get("--source-dir")) / n), "score"
                "per_reference": {}, "error": None} for i, n in enumerate(reversed(names))]
 refs = {p.name: sha(p) for p in Path(get("--ref-dir")).iterdir()}
 Path(get("--ranking-output-file")).write_text(json.dumps(
-    {"schema_version": 1, "settings": {"matcher": get("--matcher")}, "references": sorted(refs),
+    {"schema_version": 1, "settings": {"matcher": get("--matcher")}, "tie_break": "median_rms",
+     "references": sorted(refs),
      "reference_sha256": refs, "mask_sha256": sha(get("--mask")), "candidates": candidates}))
 """
 
@@ -254,6 +255,10 @@ def test_ranking_runs_where_missing_changed_or_forced(bench_tree, tmp_path, monk
         return "mark" not in json.loads(ranking.read_text())  # rewritten by the ranker
 
     assert not reran(matcher="sift")  # unchanged inputs: the ranking file is trusted
+    older = json.loads(ranking.read_text())
+    del older["tie_break"]  # a ranking from before ties were ordered by agreement
+    ranking.write_text(json.dumps(older))
+    assert reran(matcher="sift")
     image = folders[0].images[0]
     times = image.stat()
     Image.new("RGB", Image.open(image).size, (1, 2, 3)).save(image)

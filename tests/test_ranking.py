@@ -191,6 +191,60 @@ def test_cache_hits_and_invalidation(photo_scene, tmp_path):
     assert not list((tmp_path / "cache").glob(".*tmp*"))  # atomic writes leave no temp files
 
 
+class HoleMatcher:
+    """Finds `counts[name]` correspondences in the hole's centre of each candidate, none
+    elsewhere: the ranking's order then rests on these counts and its tie-break alone."""
+
+    name, multiple, max_side = "sift", 1, SIZE
+
+    def __init__(self, counts: dict[str, int]):
+        self.counts = counts
+
+    def settings(self):
+        return {"matcher": self.name, "weights": None}
+
+    def match(self, reference, candidate):
+        return np.full((self.counts.get(candidate.name, 0), 2), SIZE / 2)
+
+
+def test_equal_counts_go_to_the_completion_nearest_the_others(photo_scene, tmp_path):
+    """Ties in the correspondence count are ordered by the distance to the per-pixel median
+    of all the completions (nearest first), not by file name; a higher count still wins."""
+    scene, _ = photo_scene
+    fill_mask = lr.load_mask(scene / "target" / "mask.png")
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "results"
+    folder.mkdir()
+    truth = photo().astype(float)
+    for name, noise in (("0.png", 60), ("1.png", 25), ("2.png", 5), ("3.png", 15)):
+        fill = np.clip(truth + rng.normal(0, noise, truth.shape), 0, 255).astype(np.uint8)
+        fill_with(fill, fill_mask).save(folder / name)
+    ranking = rank(scene, folder, HoleMatcher({}), fill_mask=fill_mask)
+    rows = ranking["candidates"]
+    assert ranking["tie_break"] == "median_rms"
+    assert [c["image"] for c in rows] == ["2.png", "3.png", "1.png", "0.png"], rows
+    assert [c["score"] for c in rows] == [0, 0, 0, 0]
+    distances = [c["median_rms"] for c in rows]
+    assert distances == sorted(distances) and distances[0] < 0.5 * distances[-1]
+    counted = rank(scene, folder, HoleMatcher({"0.png": 1, "1.png": 1}), fill_mask=fill_mask)
+    assert [c["image"] for c in counted["candidates"]] == ["1.png", "0.png", "2.png", "3.png"]
+
+
+def test_median_distances_compare_the_hole_only_and_need_three(tmp_path):
+    fill_mask = np.zeros((8, 8), bool)
+    fill_mask[2:6, 2:6] = True
+    folder = tmp_path
+    for name, inside, outside in (("a.png", 100, 0), ("b.png", 110, 255), ("c.png", 130, 9)):
+        image = np.full((8, 8, 3), outside, np.uint8)
+        image[fill_mask] = inside
+        Image.fromarray(image).save(folder / name)
+    paths = sorted(folder.iterdir())
+    assert lr.median_distances(paths, fill_mask) == {"a.png": 10.0, "b.png": 0.0, "c.png": 20.0}
+    assert lr.median_distances(paths[:2], fill_mask) == {}
+    (folder / "d.png").write_bytes(b"not an image")  # skipped; the matching reports it
+    assert lr.median_distances([*paths, folder / "d.png"], fill_mask)["c.png"] == 20.0
+
+
 class FailingMatcher(CountingMatcher):
     def match(self, reference, candidate):
         if candidate.name == "grey.png" and reference.name == "1.jpg":
@@ -235,8 +289,8 @@ def test_cli_rank_only_writes_the_documented_json(photo_scene, tmp_path, capsys)
     argv = ["--rank-only", "--source-dir", str(completions), "--ref-dir", str(scene / "ref")]
     assert lr.main([*argv, "--matcher", "sift"]) == 0  # the mask is found beside ref/
     data = json.loads((completions / lr.SCORES_FILE).read_text())
-    assert set(data) == {"schema_version", "settings", "references", "reference_sha256",
-                         "mask_sha256", "candidates"}  # fmt: skip
+    assert set(data) == {"schema_version", "settings", "tie_break", "references",
+                         "reference_sha256", "mask_sha256", "candidates"}  # fmt: skip
     assert data["mask_sha256"] == lr.file_sha256(scene / "target" / "mask.png")
     assert data["reference_sha256"] == {p.name: lr.file_sha256(p) for p in images(scene / "ref")}
     assert data["schema_version"] == 1
@@ -248,7 +302,8 @@ def test_cli_rank_only_writes_the_documented_json(photo_scene, tmp_path, capsys)
     by_score = [c["score"] for c in data["candidates"]]
     assert by_score == sorted(by_score, reverse=True)
     for c in data["candidates"]:
-        assert set(c) == {"image", "sha256", "score", "per_reference", "error"}
+        assert set(c) == {"image", "sha256", "score", "per_reference", "error", "median_rms"}
+        assert c["median_rms"] >= 0
         assert c["sha256"] == lr.file_sha256(completions / c["image"])
     assert (completions / lr.CACHE_DIR_NAME).is_dir()  # default cache beside the completions
     assert tree_digest(scene) == before
