@@ -465,13 +465,16 @@ def count_inside(points: np.ndarray, region: np.ndarray) -> int:
 def median_distances(paths: list[Path], fill_mask: np.ndarray) -> dict[str, float]:
     """name -> root-mean-square distance (8-bit levels, RGB) inside the fill region between
     each readable completion and the per-pixel median of all of them, compared at no more than
-    AGREEMENT_SIDE px on the long side. Equal correspondence counts say nothing about which
-    completion is better; the one nearest the median is the least idiosyncratic, so the ranking
-    puts it first among them. Empty with fewer than 3 readable completions (the median of two
-    is their mean and singles out neither)."""
+    AGREEMENT_SIDE px on the long side (a pixel counts where any part of it is in the hole).
+    Equal correspondence counts say nothing about which completion is better; the one nearest
+    the median is the least idiosyncratic, so the ranking puts it first among them. Empty with
+    fewer than 3 readable completions (the median of two is their mean and singles out
+    neither)."""
     height, width = fill_mask.shape
     size = match_size((width, height), AGREEMENT_SIDE)
-    region = np.asarray(Image.fromarray(fill_mask).resize(size, Image.Resampling.NEAREST))
+    # a pixel is compared where any part of it is filled: a thin or small hole never vanishes
+    area = Image.fromarray(fill_mask.astype(np.uint8) * 255).resize(size, Image.Resampling.BOX)
+    region = np.asarray(area) > 0
     pixels = {}
     for path in paths:
         try:
@@ -578,7 +581,10 @@ def rank_completions(
             row["error"] = f"{path.name}: {_error_text(err)}"
         rows.append(row)
     bar.close()
-    distances = median_distances(candidate_paths, fill_mask)
+    # the median is of the completions that were ranked: a failed one (another aspect ratio,
+    # stretched to fit) neither moves it nor makes up the three it needs
+    ranked = [p for p, row in zip(candidate_paths, rows, strict=True) if row["error"] is None]
+    distances = median_distances(ranked, fill_mask)
     for row in rows:
         row["median_rms"] = distances.get(row["image"]) if row["error"] is None else None
     rows.sort(

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 import infer  # noqa: E402
 import realfill_utils as ru  # noqa: E402
 import scene_engine as engine  # noqa: E402
-from benchmark.suite import DROP_RATES, seed_selection  # noqa: E402
+from benchmark.suite import DROP_RATES, RANKING_FILE, seed_selection  # noqa: E402
 
 MIN_PRIOR_COVERAGE = infer.MIN_PRIOR_COVERAGE  # infer.py samples from the prior only above it
 GOAL_PSNR_GAIN = 3.0  # dB of masked PSNR that RealFill must add over the un-tuned base
@@ -220,7 +220,6 @@ def score(out: Path, args) -> dict:
     return table
 
 
-RANKING_FILE = "loftr_ranking_scores.json"
 ORDERINGS = {  # key -> label, in the table's order
     "ranking": "the ranking: correspondences, ties by distance to the completions' median",
     "by_name": "correspondences, ties by file name (the order before the tie-break)",
@@ -237,12 +236,14 @@ def selection_orderings(images: list[dict], ranking_file: Path) -> dict:
     ranked = {c["image"]: c for c in json.loads(ranking_file.read_text())["candidates"]}
     psnr = {r["image"]: r["PSNR"] for r in images}
     names = sorted(psnr, key=ru.natural_key)
-    count = {n: ranked[n]["score"] or 0 for n in names}
-    median = {n: ranked[n]["median_rms"] for n in names}
+    # a failed candidate (no count) goes last, as in the ranking
+    count = {n: -math.inf if ranked[n]["score"] is None else ranked[n]["score"] for n in names}
+    median = {n: ranked[n].get("median_rms") for n in names}
+    known = all(median[n] is not None for n in names)
     orders = {
         "ranking": [r["image"] for r in sorted(images, key=lambda r: r["rank"])],
         "by_name": sorted(names, key=lambda n: (-count[n], ru.natural_key(n))),
-        "median": sorted(names, key=lambda n: (median[n], ru.natural_key(n))),
+        "median": sorted(names, key=lambda n: (median[n] if known else 0, ru.natural_key(n))),
         "oracle": sorted(names, key=lambda n: -psnr[n]),
     }
 
@@ -253,17 +254,22 @@ def selection_orderings(images: list[dict], ranking_file: Path) -> dict:
         )
 
     return {
-        "psnr_at_75": {k: seed_selection(psnr, order)[0.75] for k, order in orders.items()},
-        "rho_count": rho(count),
-        "rho_median": rho({n: -median[n] for n in names}),
+        "psnr_at_75": {
+            k: seed_selection(psnr, order)[0.75] if k != "median" or known else None
+            for k, order in orders.items()
+        },
+        "rho_count": rho(count) if all(math.isfinite(v) for v in count.values()) else None,
+        "rho_median": rho({n: -median[n] for n in names}) if known else None,
         "tied_at_the_cut": tied_at_cut(orders["ranking"], count),
     }
 
 
 def tied_at_cut(order: list[str], count: dict, drop: float = 0.75) -> int:
-    """How many completions share the correspondence count of the last one kept at `drop`:
-    the tie-break chose among them."""
+    """How many completions share the correspondence count of the last one kept at `drop`
+    when the first one dropped shares it too (the tie-break chose among them); else 0."""
     kept = math.ceil(len(order) * (1 - drop))
+    if kept >= len(order) or count[order[kept]] != count[order[kept - 1]]:
+        return 0
     return sum(count[n] == count[order[kept - 1]] for n in order)
 
 
@@ -524,13 +530,19 @@ def orderings_table(scenes: list[str], kinds: dict, table: dict, num_images: int
         "|---|" + "---|" * len(columns),
         "| all kept | " + " | ".join(f"{v:.2f}" for v in cells(lambda t: t["PSNR"][0.0])) + " |",
     ]
+
+    def row(label: str, value, form: str) -> str:
+        try:
+            values = [format(v, form) for v in cells(value)]
+        except TypeError:  # None somewhere (a ranking without distances): no figures
+            values = ["-"] * len(columns)
+        return f"| {label} | " + " | ".join(values) + " |"
+
     for key, label in ORDERINGS.items():
-        values = cells(lambda t, key=key: t["orderings"]["psnr_at_75"][key])
-        lines.append(f"| {label} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
+        lines.append(row(label, lambda t, k=key: t["orderings"]["psnr_at_75"][k], ".2f"))
     for key, label in (("rho_count", "correspondence count"), ("rho_median", "median distance")):
-        values = cells(lambda t, key=key: t["orderings"][key])
         lines.append(
-            f"| correlation with PSNR: {label} | " + " | ".join(f"{v:+.2f}" for v in values) + " |"
+            row(f"correlation with PSNR: {label}", lambda t, k=key: t["orderings"][k], "+.2f")
         )
     ties = [str(table[(s, "")]["orderings"]["tied_at_the_cut"]) for s in scenes]
     lines.append("| completions tied at the cut | " + " | ".join(ties) + (" | |" if flat else " |"))

@@ -130,6 +130,23 @@ def test_selection_orderings_rank_the_same_completions_each_way(tmp_path):
     }
     assert got["rho_median"] == pytest.approx(1.0) and -1 < got["rho_count"] < 0
     assert got["tied_at_the_cut"] == 7  # the second kept shares its count (0) with six others
+    counts = {"a": 3, "b": 2, "c": 1, "d": 1}
+    assert bq.tied_at_cut(list(counts), counts, drop=0.5) == 0  # the cut falls between counts
+    assert bq.tied_at_cut(list(counts), counts, drop=0.25) == 2  # c kept, d dropped: a tie
+
+
+def test_selection_orderings_without_distances_give_no_figures_for_them(tmp_path):
+    names = ["0.png", "1.png", "2.png", "3.png"]
+    ranking = tmp_path / "loftr_ranking_scores.json"
+    ranking.write_text(json.dumps({"candidates": [
+        {"image": n, "score": 4 - i if i < 3 else None, "median_rms": None}
+        for i, n in enumerate(names)
+    ]}))  # fmt: skip
+    images = [{"image": n, "PSNR": 10.0 + i, "rank": i + 1} for i, n in enumerate(names)]
+    got = bq.selection_orderings(images, ranking)
+    assert got["psnr_at_75"]["median"] is None and got["rho_median"] is None
+    assert got["rho_count"] is None  # 3.png failed: it has no count to correlate
+    assert got["psnr_at_75"]["by_name"] == 10.0  # 0.png has the most; the failed 3.png is last
 
 
 @pytest.mark.parametrize("kind", ["parallax", "unseen"])

@@ -40,11 +40,23 @@ def test_drawn_scenes_load_and_repeat_with_their_seed(tmp_path):
     }
 
 
-def test_a_folder_that_holds_something_is_refused(tmp_path):
+def test_foreign_folders_are_refused_and_its_own_goes_on(tmp_path):
     (tmp_path / "keep.txt").write_text("mine")
     with pytest.raises(SystemExit, match="not empty"):
         bu.main(["--draw_only", "--output_dir", str(tmp_path)])
     assert digest(tmp_path) == {"keep.txt": hashlib.sha256(b"mine").hexdigest()}
+    with pytest.raises(SystemExit):
+        bu.main(["--draw_only", "--name", "../elsewhere", "--output_dir", str(tmp_path / "n")])
+    own = tmp_path / "own"
+    argv = ["--draw_only", "--count", "2", "--output_dir", str(own)]
+    bu.main(argv)
+    first = digest(own)
+    (own / "scenes" / "2.json").unlink()  # as if stopped while drawing the second scene
+    (own / "scenes" / "2").rename(own / "scenes" / ".2.partial")
+    bu.main(argv)  # the same seed and count: it goes on, and draws the same scene again
+    assert digest(own) == first
+    with pytest.raises(SystemExit, match="drawn with"):
+        bu.main([*argv[:-2], "--seed", "9", "--output_dir", str(own)])
 
 
 def test_the_report_follows_the_figures():
@@ -58,9 +70,9 @@ def test_the_report_follows_the_figures():
     ]  # fmt: skip
     fills = {"mean": {"PSNR": 12.0, "SSIM": 0.2}, "telea": {"PSNR": 13.0, "SSIM": 0.35}}
     results = [
-        {"seconds": 150.0, "fills": fills,
+        {"seconds": 150.0, "fills": fills, "completions": 16,
          "scores": {"untuned": scores(11.0, 11.0), "realfill": scores(15.0, 15.5)}},
-        {"seconds": 170.0, "fills": fills,
+        {"seconds": 170.0, "fills": fills, "completions": 16,
          "scores": {"untuned": scores(12.0, 12.0), "realfill": scores(14.0, 13.0)}},
     ]  # fmt: skip
     args = type("Args", (), {"seed": 1})()

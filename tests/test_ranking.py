@@ -243,6 +243,14 @@ def test_median_distances_compare_the_hole_only_and_need_three(tmp_path):
     assert lr.median_distances(paths[:2], fill_mask) == {}
     (folder / "d.png").write_bytes(b"not an image")  # skipped; the matching reports it
     assert lr.median_distances([*paths, folder / "d.png"], fill_mask)["c.png"] == 20.0
+    thin = np.zeros((600, 900), bool)
+    thin[300:302, 100:800] = True  # 2 px high: under one pixel at the 256-px comparison size
+    for path in paths:
+        Image.fromarray(np.where(thin[..., None], 40 * paths.index(path), 0).astype(np.uint8)
+                        .repeat(3, axis=2)).save(path)  # fmt: skip
+    got = lr.median_distances(paths, thin)  # levels 0, 40, 80 on the line: b.png is the median
+    assert got["b.png"] == 0.0 and got["a.png"] > 5
+    assert got["a.png"] == pytest.approx(got["c.png"], rel=0.1)
 
 
 class FailingMatcher(CountingMatcher):
@@ -263,6 +271,11 @@ def test_failures_are_errors_in_the_json_never_zero(photo_scene, tmp_path):
     cache = lr.PairCache(tmp_path / "cache")
     ranking = rank(scene, completions, FailingMatcher(lr.make_matcher("sift")), cache=cache)
     rows = {c["image"]: c for c in ranking["candidates"]}
+    # the median the tie-break measures against is of the three ranked completions only
+    ranked = [completions / n for n in ("noise.png", "other.png", "true.png")]
+    assert {n: c["median_rms"] for n, c in rows.items() if c["error"] is None} == (
+        lr.median_distances(ranked, lr.load_mask(scene / "target" / "mask.png"))
+    )
     assert [c["image"] for c in ranking["candidates"]][-3:] == [
         "broken.png",
         "grey.png",
