@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import tree_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "perf"))
@@ -17,44 +18,39 @@ import bench_unseen as bu  # noqa: E402
 import realfill_utils as ru  # noqa: E402
 
 
-def digest(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
-
-
 def test_drawn_scenes_load_and_repeat_with_their_seed(tmp_path):
     for run in ("a", "b"):
         bu.main(["--draw_only", "--count", "3", "--seed", "5", "--output_dir", str(tmp_path / run)])
-    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b")
     for number in (1, 2, 3):
         scene = ru.load_scene(tmp_path / "a" / "scenes" / str(number))
         assert 2 <= len(scene.references) <= 3
         assert 0.02 < scene.fill_mask.mean() < 0.7  # a hole, not the whole image
         assert scene.gt.size == scene.target.size
     bu.main(["--draw_only", "--count", "1", "--seed", "6", "--output_dir", str(tmp_path / "c")])
-    assert digest(tmp_path / "c") != {
-        k: v for k, v in digest(tmp_path / "a").items() if k.startswith("scenes/1/")
+    first_scene = {  # another seed draws another first scene
+        run: {k: v for k, v in tree_digest(tmp_path / run).items() if k.startswith("scenes/1/")}
+        for run in ("a", "c")
     }
+    assert first_scene["a"] and first_scene["a"] != first_scene["c"]
+    assert first_scene["a"].keys() & first_scene["c"].keys()  # the same files, other pixels
 
 
 def test_foreign_folders_are_refused_and_its_own_goes_on(tmp_path):
     (tmp_path / "keep.txt").write_text("mine")
     with pytest.raises(SystemExit, match="not empty"):
         bu.main(["--draw_only", "--output_dir", str(tmp_path)])
-    assert digest(tmp_path) == {"keep.txt": hashlib.sha256(b"mine").hexdigest()}
+    assert tree_digest(tmp_path) == {"keep.txt": hashlib.sha256(b"mine").hexdigest()}
     with pytest.raises(SystemExit):
         bu.main(["--draw_only", "--name", "../elsewhere", "--output_dir", str(tmp_path / "n")])
     own = tmp_path / "own"
     argv = ["--draw_only", "--count", "2", "--output_dir", str(own)]
     bu.main(argv)
-    first = digest(own)
+    first = tree_digest(own)
     (own / "scenes" / "2.json").unlink()  # as if stopped while drawing the second scene
     (own / "scenes" / "2").rename(own / "scenes" / ".2.partial")
     bu.main(argv)  # the same seed and count: it goes on, and draws the same scene again
-    assert digest(own) == first
+    assert tree_digest(own) == first
     with pytest.raises(SystemExit, match="drawn with"):
         bu.main([*argv[:-2], "--seed", "9", "--output_dir", str(own)])
 

@@ -4,7 +4,6 @@ nothing."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import tree_digest
 from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,14 +48,6 @@ def test_settings_cell_holds_the_paths():
     assert "DEMO = False" in notebook.cells[index].source
     for cell in notebook.cells[index + 1 :]:
         assert "/content" not in cell.source, f"cell {cell.id}: a Colab path below the settings"
-
-
-def file_digest(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 def outputs_of(cell, kind: str) -> str:
@@ -101,7 +93,7 @@ def client(tmp_path, monkeypatch):
 
 def test_demo_runs_every_cell_and_reruns_redo_nothing(client, tmp_path):
     scene = ROOT / "data" / "Custom" / "1"
-    scene_before = file_digest(scene)
+    scene_before = tree_digest(scene)
     out = tmp_path / "out"
     cells = client.nb.cells
     client.reset_execution_trackers()
@@ -135,7 +127,7 @@ def test_demo_runs_every_cell_and_reruns_redo_nothing(client, tmp_path):
         assert outputs_of(by_id["benchmarks"], "image/png")
 
         # Running the stages again redoes nothing: training and completions are kept.
-        kept = {**file_digest(out / "models"), **file_digest(out / "results")}
+        kept = {**tree_digest(out / "models"), **tree_digest(out / "results")}
         for cell_id in ("train", "infer", "refill"):
             index = next(i for i, c in enumerate(cells) if c.id == cell_id)
             client.execute_cell(cells[index], index)
@@ -143,7 +135,7 @@ def test_demo_runs_every_cell_and_reruns_redo_nothing(client, tmp_path):
         assert "already done" in outputs_of(by_id["infer"], "text/plain")
         refill_text = outputs_of(by_id["refill"], "text/plain")
         assert "already trained" in refill_text and "already done" in refill_text
-        after = {**file_digest(out / "models"), **file_digest(out / "results")}
+        after = {**tree_digest(out / "models"), **tree_digest(out / "results")}
         assert {k: v for k, v in after.items() if k in kept} == kept
 
         # The other scene sources: RealBench from its archive (already downloaded here), and
@@ -166,4 +158,4 @@ def test_demo_runs_every_cell_and_reruns_redo_nothing(client, tmp_path):
                 client.execute_cell(cells[data_index], data_index)
                 unpacked = data / "realbench" / "realfill_data_release_full" / "RealBench" / "7"
                 assert f"RealBench-7: {unpacked}" in outputs_of(cells[data_index], "text/plain")
-    assert file_digest(scene) == scene_before, "the example scene was written to"
+    assert tree_digest(scene) == scene_before, "the example scene was written to"

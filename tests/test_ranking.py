@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import tree_digest
 from PIL import Image
 from skimage import data
 
@@ -105,14 +106,6 @@ def rank(scene: Path, completions: Path, matcher, cache=None, fill_mask=None, **
 
 def scores(ranking: dict) -> dict[str, int]:
     return {c["image"]: c["score"] for c in ranking["candidates"]}
-
-
-def tree_digest(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 def test_sift_ranks_the_true_fill_first(photo_scene):

@@ -3,29 +3,19 @@ rerun skips), and, with stand-in scripts, resume after a failed stage and refuse
 
 from __future__ import annotations
 
-import hashlib
 import json
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_scene, scripts_in_process
+from conftest import make_scene, scripts_in_process, tree_digest
 from PIL import Image
 
 import loftr_ranking as lr
 import realfill_utils as ru
 import refill
 import scene_engine as engine
-
-
-def tree_digest(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
-
 
 QUIET_TRAINING = "--report_to none --checkpointing_steps 0 --validation_steps 0"
 FAST = ["--resolution", "32", "--max_train_steps", "1", "--train_batch_size", "1",
