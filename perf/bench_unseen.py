@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import shutil
 import subprocess
@@ -30,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import make_example_scenes as mes  # noqa: E402
 import realfill_utils as ru  # noqa: E402
+from benchmark.suite import seed_selection  # noqa: E402
 
 SIZES = [(256, 171), (256, 192), (256, 256), (192, 256)]  # (width, height) of a view
 DRAW_FILE = "drawn.json"  # in --output_dir: the seed and count its scenes were drawn with
@@ -98,13 +98,6 @@ def random_spec(rng: random.Random, number: int) -> mes.SceneSpec:
     raise RuntimeError(f"no view of {photo} fits after 1000 draws")
 
 
-def selection(rows: list[dict], metric: str, keep: float) -> float:
-    """Mean `metric` over the best-ranked ceil(n * keep) rows (rows: one method's, not empty)."""
-    ranked = sorted(rows, key=lambda r: r["rank"])
-    kept = ranked[: math.ceil(len(ranked) * keep)]
-    return sum(r[metric] for r in kept) / len(kept)
-
-
 def simple_fills(scene_dir: Path) -> dict:
     """PSNR and SSIM of the mean-colour fill and Telea, scored as the benchmark scores."""
     import numpy as np
@@ -145,10 +138,11 @@ def run_scene(scene_dir: Path, out: Path, log: Path) -> dict:
         mine = [r for r in rows if r["variant"] == variant and r["PSNR"] is not None]
         if not mine or any(r["rank"] is None for r in mine):
             sys.exit(f"{out}: no ranked scores for the {key} completions; see {log}")
-        scores[key] = {
-            m: {"all": selection(mine, m, 1.0), "best_25": selection(mine, m, 0.25)}
-            for m in ("PSNR", "SSIM")
-        }
+        order = [r["image"] for r in sorted(mine, key=lambda r: r["rank"])]
+        scores[key] = {}
+        for m in ("PSNR", "SSIM"):
+            kept = seed_selection({r["image"]: r[m] for r in mine}, order, (0.0, 0.75))
+            scores[key][m] = {"all": kept[0.0], "best_25": kept[0.75]}
     return {"seconds": seconds, "completions": len(mine), "scores": scores}
 
 
