@@ -34,6 +34,7 @@ TINY_MODEL = ROOT / "models" / "tiny-sd2-inpainting"  # random weights: if the t
 SHEET_COLUMNS = 8  # completions per row of the contact sheet, best-ranked first
 SCRIPT = "demo.py"  # the owner recorded in the output folder's manifest
 REPORT_NAME = "benchmark_report.txt"
+DATASET_VIEW = "dataset"  # in the output folder: a link to the scene, the benchmark's dataset
 SHEET_SUFFIX = "-untuned-vs-realfill.jpg"  # <dataset>-<scene>-untuned-vs-realfill.jpg
 RECIPE_FLAGS = ("resolution", "max_train_steps", "train_batch_size", "num_images",
                 "num_inference_steps", "scheduler")  # fmt: skip
@@ -162,13 +163,8 @@ def claim_output(scene: Path, out: Path, sheet_name: str) -> None:
             f"{scene / 'target' / 'gt.png'} not found: the demo measures its completions against "
             "the ground truth; add it, or run train_realfill.py and infer.py on this scene"
         )
-    if not re.fullmatch(r"[A-Za-z0-9_]+", scene.name):
-        raise ru.SceneError(
-            f"{scene}: the benchmark reads scene folders named with letters, digits and _ only; "
-            "copy or rename the scene folder"
-        )
     report = out / REPORT_NAME
-    entries = ["models", "results", "benchmark_cache", sheet_name]
+    entries = ["models", "results", DATASET_VIEW, "benchmark_cache", sheet_name]
     entries += [p.name for p in report_paths(report).values()]
 
     def ours(name: str) -> bool:
@@ -184,7 +180,9 @@ def demo(args: argparse.Namespace) -> None:
     scene = args.scene.resolve()
     # the benchmark reads <dataset>-<scene>-results against <dataset dir>/<scene>
     dataset = "RealBench" if scene.parent.name == "RealBench" else "Custom"
-    bench, number = dataset, scene.name  # e.g. data/Custom/1 -> Custom-1-results
+    # the benchmark's scene names are letters, digits and _: data/Custom/1 -> Custom-1-results,
+    # my-photos/kitchen 2 -> Custom-kitchen_2-results
+    bench, number = dataset, re.sub(r"[^A-Za-z0-9_]", "_", scene.name)
     out = args.output_dir.resolve()
     model = base_model(args.pretrained_model_name_or_path)
     given = {name: getattr(args, name) for name in RECIPE_FLAGS}
@@ -212,8 +210,12 @@ def demo(args: argparse.Namespace) -> None:
         command = engine.infer_command(recipe, scene, model_path, results[label], resolution)
         run(f"infer ({label})", command)
     report = out / REPORT_NAME
+    # The benchmark reads a dataset folder and refuses to write inside one; the scene's own
+    # parent may hold anything, this output folder included, so it reads a folder of one link.
+    view = out / DATASET_VIEW
+    engine.make_view(view, [scene], names=[number])
     run("rank and measure", engine.benchmark_command(
-        out / "results", {dataset: scene.parent}, report, out / "benchmark_cache",
+        out / "results", {dataset: view}, report, out / "benchmark_cache",
         metrics=["PSNR", "SSIM", "LPIPS"], ranking_matcher=args.matcher,
         num_images=recipe.num_images,
     ))  # fmt: skip

@@ -779,9 +779,10 @@ def bench_command(config: dict, results_view: Path, output_file: Path, out: Path
     )  # fmt: skip
 
 
-def make_view(view: Path, folders: list[Path]) -> None:
-    """A folder of links to `folders`: what benchmarks.py should see, and nothing else. It is
-    rebuilt whole each time, so anything in it other than such links is refused, not lost."""
+def make_view(view: Path, folders: list[Path], names: list[str] | None = None) -> None:
+    """A folder of links to `folders` (named as they are, or by `names`): what benchmarks.py
+    should see, and nothing else. It is rebuilt whole each time, so anything in it other than
+    such links is refused, not lost."""
     if view.is_symlink() or view.exists():
         if view.is_symlink() or not view.is_dir():
             raise ru.SceneError(f"{view}: not the folder of links this project makes; move it away")
@@ -792,8 +793,8 @@ def make_view(view: Path, folders: list[Path]) -> None:
                 "is rebuilt whole on every run; move it out of there and run again"
             )
     with ru.atomic_path(view, is_dir=True) as tmp:
-        for folder in folders:
-            (tmp / folder.name).symlink_to(folder, target_is_directory=True)
+        for folder, name in zip(folders, names or [f.name for f in folders], strict=True):
+            (tmp / name).symlink_to(folder, target_is_directory=True)
 
 
 def check_benchmarks(scores: Path, folders: list[Path], num_images: int) -> dict:
