@@ -30,6 +30,7 @@ import realfill_utils as ru
 from benchmark.common import METRICS
 from benchmark.report import Summary, foreign_report_files, write_reports
 from benchmark.suite import RANKING_FILE, discover, evaluate, rank
+from loftr_ranking import MATCHERS
 from realfill_utils import NUM_IMAGES, SceneError
 
 
@@ -116,7 +117,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="seconds one metric process (or one ranking) may run",
     )
     parser.add_argument(
-        "--ranking_matcher", default="loftr", help="--matcher passed to loftr_ranking.py"
+        "--ranking_matcher",
+        default="loftr",
+        choices=MATCHERS,
+        help="--matcher passed to loftr_ranking.py",
     )
     args = parser.parse_args(argv)
     args.rank_gt_free = "loftr" in args.metrics  # the ranking needs no ground truth
@@ -159,10 +163,16 @@ def run(args: argparse.Namespace, progress: bool = True) -> dict:
     for name, reason in skipped:
         print(f"skipping {name}: {reason}", file=sys.stderr)
     force = set(args.force_recalc)
+    unranked = []  # (folder, why) where a ranking was asked for and failed
     if gt_free and args.rank_gt_free:
-        rank_gt_free(gt_free, args, "loftr" in force)
+        unranked += rank_gt_free(gt_free, args, "loftr" in force)
     if not folders:
         if gt_free and args.rank_gt_free:
+            if unranked:
+                raise (NothingScored if len(unranked) == len(gt_free) else ScoresMissing)(
+                    f"{len(unranked)} of {len(gt_free)} folders could not be ranked (first: "
+                    f"{unranked[0][0]}: {unranked[0][1]})"
+                )
             return {}
         found = "no results folder" if not skipped else f"none of the {len(skipped)} folders"
         raise SceneError(
@@ -212,6 +222,13 @@ def run(args: argparse.Namespace, progress: bool = True) -> dict:
             f"no metric scored a single image of the {len(folders)} folders: see the "
             f"statuses above and the report {args.output_file}"
         )
+    if args.rank_gt_free:  # the ranking was asked for by name (--metrics loftr)
+        unranked += [(n, why) for n, why in rankings.items() if isinstance(why, str)]
+    if unranked:
+        raise ScoresMissing(
+            f"{len(unranked)} folder(s) could not be ranked (first: {unranked[0][0]}: "
+            f"{unranked[0][1]}); the report {args.output_file} has the rest"
+        )
     errors = [e for r in ev.runs.values() for e in r.errors]
     if errors:  # the report is there, but it is not the whole answer
         raise ScoresMissing(
@@ -221,19 +238,23 @@ def run(args: argparse.Namespace, progress: bool = True) -> dict:
     return outputs
 
 
-def rank_gt_free(folders, args: argparse.Namespace, force: bool) -> None:
-    """Rank the completions of scenes without gt.png, the one analysis that needs none."""
+def rank_gt_free(folders, args: argparse.Namespace, force: bool) -> list[tuple[str, str]]:
+    """Rank the completions of scenes without gt.png, the one analysis that needs none;
+    returns (folder, why) for those that could not be ranked."""
     rankings = rank(folders, args.ranking_matcher, force, args.jobs, args.timeout)
+    failed = []
     for rf in folders:
         order = rankings[rf.name]
         if isinstance(order, str):
             print(f"{rf.name}: {order}", file=sys.stderr)
+            failed.append((rf.name, order))
         else:
             print(
                 f"{rf.name}: ranked, best first {', '.join(order[:3])} ...; scores in "
                 f"{rf.folder / RANKING_FILE}",
                 file=sys.stderr,
             )
+    return failed
 
 
 def main(argv=None) -> int:

@@ -93,10 +93,14 @@ def contact_sheet(scene: Path, folders: dict[str, Path], path: Path) -> None:
     rows = [[target, ru.load_image(gt)] if gt.is_file() else [target]]
     labels = ["target, ground truth"]
     for label, folder in folders.items():
-        ranking = json.loads((folder / "loftr_ranking_scores.json").read_text())
-        names = [c["image"] for c in ranking["candidates"]][:SHEET_COLUMNS]
-        rows.append([ru.load_image(folder / name) for name in names])
-        labels.append(f"{label}, best-ranked first")
+        ranking = folder / "loftr_ranking_scores.json"
+        if ranking.is_file():
+            names = [c["image"] for c in json.loads(ranking.read_text())["candidates"]]
+            labels.append(f"{label}, best-ranked first")
+        else:  # the ranking failed (the summary says so): the first seeds
+            names = [p.name for p in ru.numbered_images(folder)]
+            labels.append(f"{label}, not ranked: seed order")
+        rows.append([ru.load_image(folder / name) for name in names[:SHEET_COLUMNS]])
     margin = 18
     sheet = Image.new("RGB", (cell[0] * SHEET_COLUMNS, (cell[1] + margin) * len(rows)), "white")
     draw = ImageDraw.Draw(sheet)
@@ -190,9 +194,7 @@ def demo(args: argparse.Namespace) -> None:
     # what the stages would refuse (a resolution the model cannot take; LoFTR without weights),
     # now, before anything is written, not after the training
     engine.check_stage_args(recipe)
-    matcher = lr.make_matcher(args.matcher, weights=args.loftr_weights)
-    if args.matcher == "loftr" and matcher.weights != lr.RANDOM_WEIGHTS:
-        lr.load_loftr(matcher.weights, matcher.model_type, "cpu")  # not a checkpoint: fail now
+    matcher = lr.check_matcher(args.matcher, weights=args.loftr_weights)  # not one: fail now
     if args.loftr_weights:  # the benchmark's ranking reads them from the environment
         os.environ[lr.WEIGHTS_ENV] = matcher.weights  # resolved: an absolute path, or random
     claim_output(scene, out, sheet_name=f"{bench}-{number}{SHEET_SUFFIX}")

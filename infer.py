@@ -333,6 +333,24 @@ def scene_folder(image_path: Path, follow_links: bool = False) -> Path:
     return folder.parent if folder.name == "target" else folder
 
 
+def check_values(args: argparse.Namespace) -> None:
+    """SceneError for flag values that cannot work together; reads no file, so the runners
+    (refill.py, run_realbench.py) call it before their first stage too."""
+    if not 0 < args.strength <= 1:
+        raise ru.SceneError(f"--strength {args.strength}: must be in (0, 1]; 1 = pure noise")
+    if args.prior_uncertainty is not None:
+        if args.prior_image is None:
+            raise ru.SceneError(
+                f"--prior_uncertainty {args.prior_uncertainty} needs --prior_image: it says how "
+                "far that prior can be trusted"
+            )
+        if args.num_images < 2:
+            raise ru.SceneError(
+                f"--prior_uncertainty needs --num_images 2 or more (got {args.num_images}): the "
+                "completions' spread is the diffusion's side of the weighing"
+            )
+
+
 def check_inputs(args: argparse.Namespace):
     """Check target, mask, model folder and output folder without importing torch; return
     (target, fill_mask, model source, output folder, the input folders it may not overlap).
@@ -349,20 +367,9 @@ def check_inputs(args: argparse.Namespace):
                 f"is {target.size[0]}x{target.size[1]}: the prior must be a completion of the "
                 "target (e.g. warp_fill.py's 0.png)"
             )
-    if not 0 < args.strength <= 1:
-        raise ru.SceneError(f"--strength {args.strength}: must be in (0, 1]; 1 = pure noise")
+    check_values(args)
     args.uncertainty, args.prior_coverage = None, None
     if args.prior_uncertainty is not None:
-        if args.prior is None:
-            raise ru.SceneError(
-                f"--prior_uncertainty {args.prior_uncertainty} needs --prior_image: it says how "
-                "far that prior can be trusted"
-            )
-        if args.num_images < 2:
-            raise ru.SceneError(
-                f"--prior_uncertainty needs --num_images 2 or more (got {args.num_images}): the "
-                "completions' spread is the diffusion's side of the weighing"
-            )
         picture = ru.load_image(args.prior_uncertainty).convert("L")
         if picture.size != target.size:
             raise ru.SceneError(

@@ -386,6 +386,15 @@ def make_matcher(
     return LoftrMatcher(weights, model_type, conf_threshold, max_side)
 
 
+def check_matcher(matcher: str, weights: str | None = None, model_type: str = "outdoor"):
+    """make_matcher, and for LoFTR its checkpoint loaded once on the CPU, so that a runner's
+    ranking stage cannot fail on a truncated or foreign file after its training."""
+    made = make_matcher(matcher, weights=weights, model_type=model_type)
+    if matcher == "loftr" and made.weights != RANDOM_WEIGHTS:
+        load_loftr(made.weights, made.model_type, "cpu")
+    return made
+
+
 # ---------------------------------------------------------------------------------------------
 # Pair cache: one small JSON file per (reference, candidate, mask, settings), written atomically,
 # so concurrent rankers never see a half-written entry and need no lock.

@@ -42,6 +42,7 @@ from pathlib import Path
 import loftr_ranking as lr
 import realfill_utils as ru
 import scene_engine as engine
+from benchmark.suite import RESULTS_PATTERN
 from scene_engine import Layout, StageFailed, State, scene_name  # noqa: F401  (their old home)
 
 SCHEMA_VERSION = 1  # of refill_state.json and refill_summary.json
@@ -62,11 +63,19 @@ def run_refill(args) -> dict:
         raise ru.SceneError(
             f"--scene_name {name!r}: use letters, digits, '_', '-' and '.' only (no path)"
         )
+    if not RESULTS_PATTERN.match(f"{name}-results"):
+        print(
+            f"note: the results will be named {name}-results; benchmarks.py reads only "
+            "RealBench-<name>-results and Custom-<name>-results (<name>: letters, digits, _), "
+            "so to compare the rounds with it, pass e.g. --scene_name Custom-kitchen"
+        )
     recipe = ru.Recipe.for_model(**{f: getattr(args, f) for f in RECIPE_FLAGS})
     train_extra, infer_extra = shlex.split(args.train_args), shlex.split(args.infer_args)
-    engine.check_stage_args(recipe, train_extra, infer_extra)  # before anything is written
-    if not (output_dir / STATE_FILE).is_file():  # the matcher too, when no selection was made
-        lr.make_matcher(args.matcher, weights=args.loftr_weights)
+    # before anything is written
+    engine.check_stage_args(recipe, train_extra, infer_extra, geometry=args.geometry)
+    fresh = not (output_dir / STATE_FILE).is_file()
+    if fresh:  # the matcher too (a LoFTR checkpoint loads), before anything is written
+        lr.check_matcher(args.matcher, weights=args.loftr_weights)
     entries = ["models", "results", "scenes", "logs", "warp", STATE_FILE, SUMMARY_FILE]
     ru.claim_output_dir(output_dir, SCRIPT, entries, {"the scene": scene_dir})
     where = Layout(output_dir, name)
@@ -75,8 +84,8 @@ def run_refill(args) -> dict:
         print(f"note: the scene has {len(scene.reference_paths)} references already: the "
               "second round would add none, so it is not trained and round 1's completions "
               "stand (raise --target_count to add completions)")  # fmt: skip
-    if "select" not in state.data["stages"]:  # fail now, not after an hour of training
-        lr.make_matcher(args.matcher, weights=args.loftr_weights)
+    if not fresh and "select" not in state.data["stages"]:  # now, not after the training
+        lr.check_matcher(args.matcher, weights=args.loftr_weights)
     n = recipe.num_images
 
     def train(scene_path: Path, model: Path, stage: str, **more) -> engine.Stage:

@@ -225,9 +225,11 @@ def set_up(args: argparse.Namespace) -> dict:
     engine.check_stage_args(  # the stages' own parsers, on the stored recipe: now, not per scene
         ru.Recipe.for_model(**{k: v for k, v in recipe.items() if k in known}),
         shlex.split(recipe["train_args"]), shlex.split(recipe["infer_args"]),
+        geometry=bool(recipe.get("geometry")),
+        on_gpu_node=getattr(args, "command", None) == "slurm",  # fp16: the nodes have GPUs
     )  # fmt: skip
-    if recipe["matcher"] == "loftr":
-        recipe["loftr_weights"] = lr.resolve_loftr_weights(recipe["loftr_weights"], "outdoor")
+    if recipe["matcher"] == "loftr":  # found and loadable: now, not at each scene's ranking
+        recipe["loftr_weights"] = lr.check_matcher("loftr", recipe["loftr_weights"]).weights
     if old:
         return old
     config = {

@@ -176,10 +176,14 @@ def infer_command(
     ]  # fmt: skip
 
 
-def check_stage_args(recipe: ru.Recipe, train_extra=(), infer_extra=()) -> None:
+def check_stage_args(
+    recipe: ru.Recipe, train_extra=(), infer_extra=(), geometry: bool = False, on_gpu_node=False
+) -> None:
     """SceneError now, not after an hour of training, if the base model is missing, the
     resolution does not fit it, or train_realfill.py / infer.py would refuse their arguments
-    (the recipe's and --train_args / --infer_args). Parses only; loads nothing."""
+    (the recipe's and --train_args / --infer_args; with `geometry`, the prior's flags too).
+    Parses only; loads nothing. `on_gpu_node`: the stages run elsewhere (a SLURM array), so
+    this machine's lack of a GPU says nothing about fp16."""
     import io
 
     import infer
@@ -192,6 +196,8 @@ def check_stage_args(recipe: ru.Recipe, train_extra=(), infer_extra=()) -> None:
             f"model {recipe.pretrained_model_name_or_path} needs"
         )
     scene, out = Path("scene"), Path("out")
+    if geometry:
+        infer_extra = [*prior_flags(out / "warp"), *infer_extra]
     for script, parse, command, flag in (
         ("train_realfill.py", train_realfill.parse_args,
          train_command(recipe, scene, out, train_extra), "--train_args"),
@@ -208,8 +214,14 @@ def check_stage_args(recipe: ru.Recipe, train_extra=(), infer_extra=()) -> None:
                 f"{script} would refuse its arguments ({reason.split('error: ')[-1]}): check "
                 f"{flag} and the recipe flags"
             ) from None
-        if parse is train_realfill.parse_args:
+        if parse is train_realfill.parse_args and not on_gpu_node:
             train_realfill.refuse_fp16_without_gpu(parsed)
+        if parse is infer.parse_args:
+            try:
+                infer.check_values(parsed)
+            except ru.SceneError as err:
+                raise ru.SceneError(f"infer.py would refuse its arguments ({err}): check "
+                                    "--infer_args and the recipe flags") from None  # fmt: skip
 
 
 def warp_command(

@@ -420,6 +420,14 @@ def test_gt_free_scene_is_ranked_when_asked(tmp_path, monkeypatch, capsys):
     assert benchmarks.main() == 0
     assert "Custom-my_garden-results: ranked" in capsys.readouterr().err
     assert (results / RANKING_FILE).is_file()
+    script.write_text("import sys; sys.exit('no correspondences today')")  # a ranking that fails
+    monkeypatch.setattr(sys, "argv", ["benchmarks.py", *argv, "--force_recalc", "loftr"])
+    assert benchmarks.main() == 1  # asked to rank, ranked nothing: not a success
+    assert "1 of 1 folders could not be ranked" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["benchmarks.py", *argv[:-4], "--ranking_matcher", "sitf"])
+    with pytest.raises(SystemExit) as parsed:  # a typo is answered now, not per folder
+        benchmarks.main()
+    assert parsed.value.code == 2 and "invalid choice: 'sitf'" in capsys.readouterr().err
 
 
 def test_a_missing_image_is_named(bench_tree):

@@ -114,3 +114,24 @@ def test_the_summary_says_when_completions_were_not_ranked(tmp_path):
     assert "| un-tuned base | best 25% | not ranked | | |" in lines
     assert "| RealFill | best 25% | 30.000 | 0.500 | n/a |" in lines  # rank 0 first
     assert "| RealFill | all | 17.500 | 0.500 | n/a |" in lines
+
+
+def test_contact_sheet_shows_unranked_completions_in_seed_order(tmp_path):
+    import demo
+
+    scene = ROOT / "data" / "Custom" / "1"
+    target = ru.load_image(scene / "target" / "target.png")
+    folders = {"ranked": tmp_path / "ranked", "unranked": tmp_path / "unranked"}
+    for folder in folders.values():
+        folder.mkdir()
+        for i, grey in enumerate((0, 80, 160, 240)):
+            target.point(lambda _, g=grey: g).save(folder / f"{i}.png")
+    order = [{"image": f"{i}.png"} for i in (3, 2, 1, 0)]
+    (folders["ranked"] / "loftr_ranking_scores.json").write_text(json.dumps({"candidates": order}))
+    sheet = tmp_path / "sheet.jpg"
+    demo.contact_sheet(scene, folders, sheet)  # no ranking file: no crash, seed order
+    cells = np.asarray(ru.load_image(sheet), dtype=float)
+    row = cells.shape[0] // 3
+    first_ranked = cells[row + 30 : 2 * row - 10, 10:150].mean()
+    first_unranked = cells[2 * row + 30 : 3 * row - 10, 10:150].mean()
+    assert first_ranked > 200 and first_unranked < 40  # best-ranked (240) first; seed 0 (0) first

@@ -254,6 +254,19 @@ def test_every_scene_is_validated_before_anything_starts(tmp_path, capsys):
     assert (mine / "slurm" / "realbench.sbatch").read_text() == "my own job"
     assert sorted(p.name for p in mine.iterdir()) == ["slurm"]
 
+    # fp16 is refused where the stages would run on this machine's (missing) GPU, not where a
+    # login node writes the array script for GPU nodes
+    import torch
+
+    if not torch.cuda.is_available():
+        fp16 = ["--train_args", "--vae_precision fp16"]
+        argv = ["run", "--realbench_dir", str(tmp_path), "--output_dir", str(tmp_path / "r")]
+        assert rb.main([*argv, *base, *fp16]) == ru.EXIT_INPUT
+        assert "fp16 needs a CUDA GPU" in capsys.readouterr().err
+        argv = ["slurm", "--realbench_dir", str(tmp_path), "--output_dir", str(tmp_path / "s")]
+        assert rb.main([*argv, *base, *fp16]) == ru.EXIT_OK
+        assert (tmp_path / "s" / "slurm" / "realbench.sbatch").is_file()
+
 
 def test_sigterm_stops_the_running_scene_and_starts_no_other(tiny_model, tmp_path):
     for number in (1, 2):

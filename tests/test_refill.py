@@ -153,7 +153,7 @@ def fake_scripts(tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "INFER_SCRIPT", scripts / "infer.py")
     monkeypatch.setattr(refill.lr, "rank_completions", rank_with_stand_in_matches)
     # stand-in scripts and base model: the real scripts' argument check does not apply
-    monkeypatch.setattr(engine, "check_stage_args", lambda *args: None)
+    monkeypatch.setattr(engine, "check_stage_args", lambda *args, **kwargs: None)
     calls = tmp_path / "calls.txt"
     calls.write_text("")
     Path(f"{calls}.fail").write_text("")
@@ -169,6 +169,8 @@ def test_arguments_a_stage_would_refuse_stop_the_run_before_it_starts(tiny_model
         (["--infer_args", "--num_imgs 4"], "infer.py would refuse its arguments"),
         (["--train_args", "--bogus 1"], "train_realfill.py would refuse its arguments"),
         (["--resolution", "36"], "is not a multiple of"),
+        (["--infer_args", "--strength 1.5"], "must be in (0, 1]"),  # infer's own value checks
+        (["--geometry", "--num_images", "1"], "needs --num_images 2 or more"),  # the prior's
     ]
     if not torch.cuda.is_available():
         cases.append((["--train_args", "--vae_precision fp16"], "fp16 needs a CUDA GPU"))
@@ -318,6 +320,11 @@ def test_loftr_without_weights_fails_before_any_training(
     assert refill.main(argv) == 2
     assert "--matcher sift" in capsys.readouterr().err
     assert fake_scripts.read_text() == ""  # nothing was trained
+    empty = tmp_path / "loftr_outdoor.ckpt"
+    empty.write_bytes(b"")  # found, but no checkpoint: refused now, not at the select stage
+    assert refill.main([*argv, "--loftr_weights", str(empty)]) == 2
+    assert "not a LoFTR checkpoint kornia can load" in capsys.readouterr().err
+    assert fake_scripts.read_text() == "" and not (tmp_path / "run").exists()
 
 
 def _ranking(scores: dict[str, int]) -> dict:
