@@ -176,6 +176,12 @@ def infer_command(
     ]  # fmt: skip
 
 
+# What a runner sets itself in each stage's command (its inputs and outputs, which it checks
+# afterwards): --train_args / --infer_args may not change these.
+TRAIN_LAYOUT = ("train_data_dir", "output_dir")
+INFER_LAYOUT = ("model_path", "validation_image", "validation_mask", "output_dir", "num_images")
+
+
 def check_stage_args(
     recipe: ru.Recipe, train_extra=(), infer_extra=(), geometry: bool = False, on_gpu_node=False
 ) -> None:
@@ -196,24 +202,35 @@ def check_stage_args(
             f"model {recipe.pretrained_model_name_or_path} needs"
         )
     scene, out = Path("scene"), Path("out")
-    if geometry:
-        infer_extra = [*prior_flags(out / "warp"), *infer_extra]
-    for script, parse, command, flag in (
-        ("train_realfill.py", train_realfill.parse_args,
-         train_command(recipe, scene, out, train_extra), "--train_args"),
-        ("infer.py", infer.parse_args, infer_command(recipe, scene, out, out, infer_extra),
-         "--infer_args"),
+    prior = prior_flags(out / "warp") if geometry else []
+    infer_layout = INFER_LAYOUT + (("prior_image", "prior_uncertainty") if geometry else ())
+    for script, parse, own, extra, flag, layout in (
+        ("train_realfill.py", train_realfill.parse_args, train_command(recipe, scene, out),
+         list(train_extra), "--train_args", TRAIN_LAYOUT),
+        ("infer.py", infer.parse_args, infer_command(recipe, scene, out, out, prior),
+         list(infer_extra), "--infer_args", infer_layout),
     ):  # fmt: skip
         said = io.StringIO()
         try:
             with contextlib.redirect_stderr(said):
-                parsed = parse(command[1:])
+                parsed = parse([*own[1:], *extra])
         except SystemExit:
             reason = (said.getvalue().strip().splitlines() or ["refused"])[-1]
             raise ru.SceneError(
                 f"{script} would refuse its arguments ({reason.split('error: ')[-1]}): check "
                 f"{flag} and the recipe flags"
             ) from None
+        try:  # what the runner itself sets must stay as it set it: it checks the outputs there
+            with contextlib.redirect_stderr(io.StringIO()):
+                own_parsed = parse(own[1:])
+        except SystemExit:  # the recipe's own values need the extra flags: nothing to compare
+            own_parsed = parsed
+        moved = [d for d in layout if getattr(parsed, d) != getattr(own_parsed, d)]
+        if moved:
+            raise ru.SceneError(
+                f"{flag} sets --{moved[0]}, which the runner sets itself for each stage: remove "
+                "it" + (" and give the runner's --num_images" if moved[0] == "num_images" else "")
+            )
         if parse is train_realfill.parse_args and not on_gpu_node:
             train_realfill.refuse_fp16_without_gpu(parsed)
         if parse is infer.parse_args:

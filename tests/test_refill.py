@@ -171,6 +171,8 @@ def test_arguments_a_stage_would_refuse_stop_the_run_before_it_starts(tiny_model
         (["--resolution", "36"], "is not a multiple of"),
         (["--infer_args", "--strength 1.5"], "must be in (0, 1]"),  # infer's own value checks
         (["--geometry", "--num_images", "1"], "needs --num_images 2 or more"),  # the prior's
+        (["--infer_args", "--num_images 2"], "sets --num_images, which the runner sets"),
+        (["--train_args", "--output 1"], "sets --output_dir, which the runner sets"),  # abbrev.
     ]
     if not torch.cuda.is_available():
         cases.append((["--train_args", "--vae_precision fp16"], "fp16 needs a CUDA GPU"))
