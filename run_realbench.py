@@ -52,7 +52,7 @@ import loftr_ranking as lr
 import realfill_utils as ru
 import scene_engine as engine
 from benchmark import realbench_report
-from benchmark.common import METRICS
+from benchmark.common import METRICS, unavailable
 from benchmark.realbench_report import PAPER_SCENES
 from benchmark.report import render_text
 from scene_engine import say
@@ -221,6 +221,14 @@ def set_up(args: argparse.Namespace) -> dict:
             flush=True,
         )
     ru.resolve_model_path(recipe["pretrained_model_name_or_path"])  # fail now, not per scene
+    missing = unavailable(recipe["metrics"])  # now, not in each scene's last stage
+    if missing:
+        kept = " ".join(m for m in recipe["metrics"] if m not in missing)
+        raise ru.SceneError(
+            "metrics unavailable here: "
+            + "; ".join(f"{name}: {why}" for name, why in missing.items())
+            + (f". Make them available, or leave them out: --metrics {kept}" if kept else "")
+        )
     known = {f.name for f in fields(ru.Recipe)}
     engine.check_stage_args(  # the stages' own parsers, on the stored recipe: now, not per scene
         ru.Recipe.for_model(**{k: v for k, v in recipe.items() if k in known}),

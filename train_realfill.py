@@ -42,6 +42,12 @@ PROMPT_DROPOUT = 0.1  # the paper drops the prompt with p = 0.1 ...
 FULL_MASK_PROBABILITY = 0.1  # ... and fills everything (all-ones mask) with p = 0.1
 CROP_SCALE = (0.5, 1.0)  # random resized crop: fraction of the image area kept
 CROP_RATIO = (3 / 4, 4 / 3)  # and its aspect-ratio range
+# Photos are reduced once, at load time, to a short side of SOURCE_FACTOR x the resolution (the
+# smallest crop, ~0.6 of it, is then still larger than the resolution: no detail is lost), but
+# never below MIN_SOURCE_SIDE, where drawing a batch costs little anyway. Drawn at full size,
+# 12 MP phone photos made each batch cost more CPU time than a GPU step takes
+# (perf/results/train_sampler.md).
+SOURCE_FACTOR, MIN_SOURCE_SIDE = 2, 1024
 MAX_RECTANGLES = 5  # random training masks: union of 1..MAX_RECTANGLES rectangles
 PREVIEW_SCHEDULER, PREVIEW_STEPS = "dpmsolver++", 25  # validation previews, not final results
 MAX_GRAD_NORM = 1.0
@@ -100,6 +106,22 @@ def random_crop_box(
     return (height - side) // 2, (width - side) // 2, side, side
 
 
+def reduce(stack: torch.Tensor, resolution: int) -> torch.Tensor:
+    """(C, H, W) area-filtered to a short side of max(SOURCE_FACTOR x resolution,
+    MIN_SOURCE_SIDE) where it is larger; unchanged otherwise."""
+    import torch.nn.functional as F
+
+    side = max(SOURCE_FACTOR * resolution, MIN_SOURCE_SIDE)
+    height, width = stack.shape[1:]
+    if min(height, width) <= side:
+        return stack
+    scale = side / min(height, width)
+    size = (max(side, round(height * scale)), max(side, round(width * scale)))
+    return F.interpolate(
+        stack[None], size=size, mode="bilinear", antialias=True, align_corners=False
+    )[0]
+
+
 class SceneSampler:
     """The scene's references and target as tensors in memory, drawn into training batches.
 
@@ -113,14 +135,17 @@ class SceneSampler:
         self.resolution = resolution
         self.images: list[torch.Tensor] = []  # (3, H, W) float in [-1, 1]
         self.holes: list[torch.Tensor] = []  # (1, H, W) float, 1 = unknown pixel
-        for image in [*scene.references, scene.target]:
-            array = torch.from_numpy(np.asarray(image, dtype=np.float32).copy())
-            self.images.append(array.permute(2, 0, 1) / 127.5 - 1.0)
-        for reference in scene.references:
-            self.holes.append(torch.zeros(1, reference.size[1], reference.size[0]))
-        hole = torch.from_numpy(scene.fill_mask.astype(np.float32))[None]
-        self.holes.append(hole)
-        self.images[-1] = self.images[-1] * (1.0 - hole)  # grey (0) inside the hole
+        target_hole = torch.from_numpy(scene.fill_mask.astype(np.float32))[None]
+        pictures = [*scene.references, scene.target]
+        for i, picture in enumerate(pictures):
+            array = torch.from_numpy(np.asarray(picture, dtype=np.float32).copy())
+            image = array.permute(2, 0, 1) / 127.5 - 1.0
+            hole = target_hole if i == len(pictures) - 1 else torch.zeros(1, *image.shape[1:])
+            image = image * (1.0 - hole)  # grey (0) inside the target's hole
+            image, hole = reduce(torch.cat([image, hole]), resolution).split([3, 1])
+            hole = (hole > 0).float()  # a pixel touched at all by the hole is unknown ...
+            self.images.append(image * (1.0 - hole))  # ... and grey
+            self.holes.append(hole)
 
     def __len__(self) -> int:
         return len(self.images)

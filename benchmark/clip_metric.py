@@ -27,8 +27,8 @@ SPEC = METRICS["CLIP"]
 HF_REPO = "timm/vit_base_patch32_clip_224.openai"  # where open_clip 3.3 gets the OpenAI weights
 
 
-def load_clip(weights: str | None, device: str = "cpu"):
-    """open_clip ViT-B/32 (QuickGELU, as OpenAI trained it) from `weights` or the hub cache."""
+def locate(weights: str | None, variant: str | None = None) -> None:
+    """MetricUnavailable, without loading anything, where no weights are to be had."""
     if weights is not None and not Path(weights).expanduser().is_file():
         raise MetricUnavailable(f"CLIP weights file {weights} not found")
     if weights is None:
@@ -37,6 +37,11 @@ def load_clip(weights: str | None, device: str = "cpu"):
             ["open_clip_pytorch_model.bin", "open_clip_model.safetensors"],
             SPEC.weights_env,
         )
+
+
+def load_clip(weights: str | None, device: str = "cpu"):
+    """open_clip ViT-B/32 (QuickGELU, as OpenAI trained it) from `weights` or the hub cache."""
+    locate(weights)
     import open_clip
 
     pretrained = str(Path(weights).expanduser()) if weights else SPEC.params["pretrained"]

@@ -166,6 +166,24 @@ class MetricUnavailable(RuntimeError):
     """The metric's model cannot be had here (no weights, offline): report, never guess."""
 
 
+def unavailable(names) -> dict[str, str]:
+    """Metric name -> why it cannot run here, for those of `names` whose weights are missing
+    (from the environment's settings; only files and caches are looked at, nothing loaded)."""
+    import importlib
+
+    why = {}
+    for name in names:
+        spec = METRICS[name]
+        if not spec.weights_env:  # computed, no model
+            continue
+        module = importlib.import_module(f"benchmark.{spec.module}")
+        try:
+            module.locate(spec.weights(), spec.variant())
+        except MetricUnavailable as err:
+            why[name] = str(err)
+    return why
+
+
 # ---------------------------------------------------------------------------------------------
 # Images
 # ---------------------------------------------------------------------------------------------

@@ -30,14 +30,20 @@ SPEC = METRICS["DINO"]
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
+def locate(weights: str | None, variant: str | None = None) -> None:
+    """MetricUnavailable, without loading anything, where no weights are to be had."""
+    if weights is not None:
+        if not Path(weights).expanduser().is_file():
+            raise MetricUnavailable(f"weights file {weights} not found")
+        return
+    require_hub_cache(
+        "timm/" + SPEC.params["model"], ["model.safetensors", "pytorch_model.bin"], SPEC.weights_env
+    )
+
+
 def load_dino(weights: str | None, device: str = "cpu"):
     """timm ViT-S/16 without a head, DINO weights from `weights` or timm's hub cache."""
-    if weights is None:
-        require_hub_cache(
-            "timm/" + SPEC.params["model"],
-            ["model.safetensors", "pytorch_model.bin"],
-            SPEC.weights_env,
-        )
+    locate(weights)
     import timm
     from timm.models.vision_transformer import checkpoint_filter_fn
 

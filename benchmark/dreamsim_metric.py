@@ -47,10 +47,9 @@ def default_dir() -> Path:
     return torch_hub_dir() / "dreamsim"
 
 
-def load_dreamsim(weights: str | None, variant: str = "ensemble", device: str = "cpu"):
-    """DreamSim model from its cache folder; offline, missing files make it unavailable."""
-    import contextlib
-
+def locate(weights: str | None, variant: str = "ensemble") -> Path:
+    """The cache folder to load from; MetricUnavailable, without loading anything, where its
+    files are missing and cannot be downloaded."""
     if variant not in REQUIRED:
         raise MetricUnavailable(f"unknown DreamSim variant '{variant}': use {', '.join(REQUIRED)}")
     folder = Path(weights).expanduser() if weights else default_dir()
@@ -60,6 +59,14 @@ def load_dreamsim(weights: str | None, variant: str = "ensemble", device: str = 
             f"DreamSim '{variant}' files missing in {folder}: {', '.join(missing)}; set "
             "REALFILL_DREAMSIM_WEIGHTS to a folder filled by dreamsim(cache_dir=...) online"
         )
+    return folder
+
+
+def load_dreamsim(weights: str | None, variant: str = "ensemble", device: str = "cpu"):
+    """DreamSim model from its cache folder; offline, missing files make it unavailable."""
+    import contextlib
+
+    folder = locate(weights, variant)
     import torch
     from dreamsim import dreamsim
 

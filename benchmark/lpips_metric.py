@@ -33,22 +33,30 @@ SPEC = METRICS["LPIPS"]
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"  # torchvision's ImageNet AlexNet checkpoint
 
 
+def locate(weights: str | None, variant: str | None = None) -> str | None:
+    """The AlexNet checkpoint to load (None: download it); MetricUnavailable, without loading
+    anything, where there is none to be had."""
+    if weights is not None:
+        if not Path(weights).expanduser().is_file():
+            raise MetricUnavailable(f"weights file {weights} not found")
+        return weights
+    cached = torch_hub_file(ALEXNET_FILE)
+    if cached.is_file():
+        return str(cached)
+    if hub_offline():
+        raise MetricUnavailable(
+            f"AlexNet weights are not in torchvision's cache ({cached}) and HF_HUB_OFFLINE=1; "
+            "set REALFILL_LPIPS_WEIGHTS to a local alexnet-owt-7be5be79.pth"
+        )
+    return None
+
+
 def load_lpips(weights: str | None, device: str = "cpu"):
     """lpips.LPIPS(net='alex', spatial=True) with its backbone from `weights` or the cache."""
     import warnings
 
-    download = False
-    if weights is None:
-        cached = torch_hub_file(ALEXNET_FILE)
-        if cached.is_file():
-            weights = str(cached)
-        elif hub_offline():
-            raise MetricUnavailable(
-                f"AlexNet weights are not in torchvision's cache ({cached}) and HF_HUB_OFFLINE=1; "
-                "set REALFILL_LPIPS_WEIGHTS to a local alexnet-owt-7be5be79.pth"
-            )
-        else:
-            download = True
+    weights = locate(weights)
+    download = weights is None
     import lpips
     import torch
 

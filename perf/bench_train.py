@@ -17,6 +17,11 @@ alternating: fp32 VAE with PyTorch's per-tensor AdamW (before), the fused AdamW,
 AdamW with the VAE in bf16 (`--vae_precision auto` on a CPU with native bf16); and how far the
 bf16 VAE's latents are from the fp32 ones, against their spread.
 
+Part 5 (`--part sampler`): drawing training batches at 512 px from scenes of phone-photo
+size (4 references and the target): seconds per batch of 4 (the T4 recipe's micro-batch) and of
+16 (the paper's batch), with the photos reduced once at load time (`SceneSampler`: short side
+max(2 x resolution, 1024)) and drawn at full size (before), alternating; and the load time.
+
 Part 2 (`--part memory`): the real recipe's architecture (SD2 inpainting, built offline from its
 published configuration with random weights), single training steps on the CPU at 512 px, batch
 1 and 2, with and without gradient checkpointing: peak resident memory of each, in a fresh
@@ -26,6 +31,7 @@ process. The GPU estimate in the Markdown output is derived from these, and says
     python perf/bench_train.py --part memory
     python perf/bench_train.py --part prompts
     python perf/bench_train.py --part precision
+    python perf/bench_train.py --part sampler
 """
 
 from __future__ import annotations
@@ -553,6 +559,84 @@ def markdown_memory(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+# --- part 5: drawing batches from large photos ------------------------------------------------
+PHOTO_SIZES = ((4032, 3024), (2730, 2048), (1365, 1024), (683, 512))  # (width, height)
+
+
+def photo_scene(width: int, height: int, references: int = 4):
+    """A scene of random photos of one size, with a hole in the target (timing only)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    photos = [
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        for _ in range(references + 1)
+    ]
+    hole = np.zeros((height, width), bool)
+    hole[height // 3 : height // 2, width // 3 : width // 2] = True
+    return SimpleNamespace(references=photos[:-1], target=photos[-1], fill_mask=hole)
+
+
+def bench_sampler(repeats: int, resolution: int = 512) -> dict:
+    import numpy as np
+    import torch
+
+    import train_realfill as tr
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    rows = []
+    for width, height in PHOTO_SIZES:
+        scene = photo_scene(width, height)
+        samplers, load = {}, {}
+        for way, floor in (("reduced", tr.MIN_SOURCE_SIDE), ("full size", 10**9)):
+            saved, tr.MIN_SOURCE_SIDE = tr.MIN_SOURCE_SIDE, floor
+            try:
+                start = time.perf_counter()
+                samplers[way] = tr.SceneSampler(scene, resolution)
+                load[way] = time.perf_counter() - start
+            finally:
+                tr.MIN_SOURCE_SIDE = saved
+        row = {"photo": f"{width}x{height}", "load_s": load,
+               "kept_side": min(samplers["reduced"].images[0].shape[1:])}  # fmt: skip
+        for batch in (4, 16):
+            times = {way: [] for way in samplers}
+            generator = torch.Generator().manual_seed(0)
+            for _ in range(repeats):  # alternating, so that the machine's load hits both
+                for way, sampler in samplers.items():
+                    start = time.perf_counter()
+                    sampler.sample(batch, generator)
+                    times[way].append(time.perf_counter() - start)
+            row[f"batch_{batch}_s"] = {way: float(np.median(t)) for way, t in times.items()}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return {"resolution": resolution, "repeats": repeats, "rows": rows,
+            "threads": torch.get_num_threads()}  # fmt: skip
+
+
+def markdown_sampler(result: dict) -> str:
+    lines = [
+        f"Training batches drawn at {result['resolution']} px from 4 references and a target "
+        f"of one size (median of {result['repeats']} alternating repeats, "
+        f"{result['threads']} threads).",
+        "",
+        "| photos | short side kept | batch 4, full size s | batch 4, reduced s | "
+        "batch 16, full size s | batch 16, reduced s | speed-up (16) | load, full / reduced s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        b4, b16, load = r["batch_4_s"], r["batch_16_s"], r["load_s"]
+        lines.append(
+            f"| {r['photo']} | {r['kept_side']} | {b4['full size']:.3f} | {b4['reduced']:.3f} | "
+            f"{b16['full size']:.3f} | {b16['reduced']:.3f} | "
+            f"{b16['full size'] / b16['reduced']:.1f}x | "
+            f"{load['full size']:.2f} / {load['reduced']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--_earlier":
         model, scene, resolution, steps = sys.argv[2:6]
@@ -563,7 +647,7 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=ru.HelpFormatter)
     parser.add_argument(
-        "--part", choices=["speed", "memory", "prompts", "precision"], required=True,
+        "--part", choices=["speed", "memory", "prompts", "precision", "sampler"], required=True,
         help="what to measure (see above)",
     )  # fmt: skip
     parser.add_argument("--repeats", type=int, default=15, help="timed repeats")
@@ -583,13 +667,16 @@ def main() -> None:
     elif args.part == "precision":
         result = bench_precision(args.repeats)
         text = markdown_precision(result)
+    elif args.part == "sampler":
+        result = bench_sampler(args.repeats)
+        text = markdown_sampler(result)
     else:
         result = bench_memory()
         text = markdown_memory(result)
     result["command"] = (
         f"python perf/bench_train.py --part {args.part}"
         + (f" --short {args.short} --long {args.long}" if args.part == "speed" else "")
-        + (f" --repeats {args.repeats}" if args.part in ("prompts", "precision") else "")
+        + (f" --repeats {args.repeats}" if args.part in ("prompts", "precision", "sampler") else "")
     )
     result["cpu_count"] = os.cpu_count()
     ru.atomic_write_json(result, RESULTS / f"train_{args.part}.json")

@@ -220,7 +220,7 @@ def test_a_recipe_change_is_refused_and_a_busy_scene_is_not_run_twice(bench_run,
 # ---------------------------------------------------------------------------------------------
 # Fast checks, no model
 # ---------------------------------------------------------------------------------------------
-def test_every_scene_is_validated_before_anything_starts(tmp_path, capsys):
+def test_every_scene_is_validated_before_anything_starts(tmp_path, capsys, monkeypatch):
     data = tmp_path / "RealBench"
     make_scene(data / "1")
     bad_mask = make_scene(data / "2")
@@ -259,13 +259,21 @@ def test_every_scene_is_validated_before_anything_starts(tmp_path, capsys):
     import torch
 
     if not torch.cuda.is_available():
-        fp16 = ["--train_args", "--vae_precision fp16"]
+        fp16 = ["--train_args", "--vae_precision fp16", "--metrics", "PSNR", "SSIM"]
         argv = ["run", "--realbench_dir", str(tmp_path), "--output_dir", str(tmp_path / "r")]
         assert rb.main([*argv, *base, *fp16]) == ru.EXIT_INPUT
         assert "fp16 needs a CUDA GPU" in capsys.readouterr().err
         argv = ["slurm", "--realbench_dir", str(tmp_path), "--output_dir", str(tmp_path / "s")]
         assert rb.main([*argv, *base, *fp16]) == ru.EXIT_OK
         assert (tmp_path / "s" / "slurm" / "realbench.sbatch").is_file()
+
+    # a metric whose weights are missing is refused at setup, not after each scene's training
+    monkeypatch.setenv("REALFILL_LPIPS_WEIGHTS", str(tmp_path / "alexnet.pth"))
+    argv = ["run", "--realbench_dir", str(tmp_path), "--output_dir", str(tmp_path / "m")]
+    assert rb.main([*argv, *base, "--metrics", "PSNR", "LPIPS"]) == ru.EXIT_INPUT
+    err = capsys.readouterr().err
+    assert f"LPIPS: weights file {tmp_path / 'alexnet.pth'} not found" in err
+    assert "leave them out: --metrics PSNR" in err and not (tmp_path / "m").exists()
 
 
 def test_sigterm_stops_the_running_scene_and_starts_no_other(tiny_model, tmp_path):

@@ -92,6 +92,27 @@ def test_hole_pixels_never_reach_the_batch(tmp_path):
     assert batch_a["hole"].sum() > 0  # the target was drawn, with its hole
 
 
+def test_large_photos_are_reduced_once_and_the_hole_still_never_reaches_the_batch(
+    tmp_path, monkeypatch
+):
+    scene_a, scene_b = _scene_pair(tmp_path)  # b: random content inside the target's hole
+    full = tr.SceneSampler(scene_a, 8)
+    monkeypatch.setattr(tr, "MIN_SOURCE_SIDE", 16)  # the test photos count as large
+    sampler_a, sampler_b = tr.SceneSampler(scene_a, 8), tr.SceneSampler(scene_b, 8)
+    for image, hole in zip(sampler_a.images, sampler_a.holes, strict=True):
+        assert min(image.shape[1:]) == 16 and image.shape[1:] == hole.shape[1:]
+        assert set(hole.unique().tolist()) <= {0.0, 1.0}
+    # every full-size hole pixel lies in a reduced pixel marked unknown
+    reduced = sampler_a.holes[-1][None]
+    grown = torch.nn.functional.interpolate(reduced, size=full.holes[-1].shape[1:], mode="nearest")
+    assert (grown[0][full.holes[-1] > 0] > 0).all()
+    batch_a = sampler_a.sample(16, torch.Generator().manual_seed(3))
+    batch_b = sampler_b.sample(16, torch.Generator().manual_seed(3))
+    for key in batch_a:
+        assert torch.equal(batch_a[key], batch_b[key]), key
+    assert batch_a["images"].shape == (16, 3, 8, 8) and batch_a["hole"].sum() > 0
+
+
 def test_masked_mse_normalises_by_the_weight_sum():
     prediction, target = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
     ones = torch.ones(2, 1, 8, 8)
