@@ -248,7 +248,8 @@ def test_every_scene_is_validated_before_anything_starts(tmp_path, capsys, monke
     (mine / "slurm").mkdir(parents=True)
     (mine / "slurm" / "realbench.sbatch").write_text("my own job")
     argv = ["slurm", "--realbench_dir", str(tmp_path), "--output_dir", str(mine)]
-    base = ["--pretrained_model_name_or_path", str(ru.TOY_MODEL), "--matcher", "sift"]
+    base = ["--pretrained_model_name_or_path", str(ru.TOY_MODEL), "--matcher", "sift",
+            "--metrics", "PSNR", "SSIM"]  # fmt: skip
     assert rb.main([*argv, *base]) == ru.EXIT_INPUT
     assert "holds files that no run set up" in capsys.readouterr().err
     assert (mine / "slurm" / "realbench.sbatch").read_text() == "my own job"
@@ -259,7 +260,7 @@ def test_every_scene_is_validated_before_anything_starts(tmp_path, capsys, monke
     import torch
 
     if not torch.cuda.is_available():
-        fp16 = ["--train_args", "--vae_precision fp16", "--metrics", "PSNR", "SSIM"]
+        fp16 = ["--train_args", "--vae_precision fp16"]
         argv = ["run", "--realbench_dir", str(tmp_path), "--output_dir", str(tmp_path / "r")]
         assert rb.main([*argv, *base, *fp16]) == ru.EXIT_INPUT
         assert "fp16 needs a CUDA GPU" in capsys.readouterr().err
