@@ -1,5 +1,7 @@
 """The whole RealFill method on one example scene, offline, on the CPU: fine-tune, generate the
-completions, rank them, measure them, and show what fine-tuning did.
+completions, rank them, measure them, and show what fine-tuning did. A scene of your own
+works too (--scene); without target/gt.png there is nothing to measure, and the demo ranks
+the completions and shows them.
 
 Each stage runs the project's own script, exactly as a user would, so the demo is also the
 reference for the commands. The base model is the committed toy model (models/toy-sd2-inpainting,
@@ -91,9 +93,9 @@ def contact_sheet(scene: Path, folders: dict[str, Path], path: Path) -> None:
     cell = (160, round(160 * target.height / target.width))
     gt = scene / "target" / "gt.png"
     rows = [[target, ru.load_image(gt)] if gt.is_file() else [target]]
-    labels = ["target, ground truth"]
+    labels = ["target, ground truth" if gt.is_file() else "target"]
     for label, folder in folders.items():
-        ranking = folder / "loftr_ranking_scores.json"
+        ranking = folder / lr.SCORES_FILE
         if ranking.is_file():
             names = [c["image"] for c in json.loads(ranking.read_text())["candidates"]]
             labels.append(f"{label}, best-ranked first")
@@ -156,17 +158,12 @@ def main(argv=None) -> int:
 
 def claim_output(scene: Path, out: Path, sheet_name: str) -> None:
     """Check the scene and the output folder before anything runs (exit 2 with one message):
-    the scene loads and has the ground truth the demo measures against, and a name the
-    benchmark can read; the output folder overlaps no scene and holds only the demo's outputs.
+    the scene loads; the output folder overlaps no scene and holds only the demo's outputs.
     A folder an earlier demo filled before outputs were recorded (its report is there) is
     adopted."""
     from benchmark.report import foreign_report_files, report_paths
 
-    if ru.load_scene(scene).gt is None:
-        raise ru.SceneError(
-            f"{scene / 'target' / 'gt.png'} not found: the demo measures its completions against "
-            "the ground truth; add it, or run train_realfill.py and infer.py on this scene"
-        )
+    ru.load_scene(scene)  # every input problem, now
     report = out / REPORT_NAME
     entries = ["models", "results", DATASET_VIEW, "benchmark_cache", sheet_name]
     entries += [p.name for p in report_paths(report).values()]
@@ -216,13 +213,23 @@ def demo(args: argparse.Namespace) -> None:
     # parent may hold anything, this output folder included, so it reads a folder of one link.
     view = out / DATASET_VIEW
     engine.make_view(view, [scene], names=[number])
-    run("rank and measure", engine.benchmark_command(
+    has_gt = (scene / "target" / "gt.png").is_file()
+    # without a ground truth there is nothing to score, but the ranking needs none
+    metrics = ["PSNR", "SSIM", "LPIPS"] if has_gt else ["loftr"]
+    run("rank and measure" if has_gt else "rank", engine.benchmark_command(
         out / "results", {dataset: view}, report, out / "benchmark_cache",
-        metrics=["PSNR", "SSIM", "LPIPS"], ranking_matcher=args.matcher,
-        num_images=recipe.num_images,
+        metrics=metrics, ranking_matcher=args.matcher, num_images=recipe.num_images,
     ))  # fmt: skip
     sheet = out / f"{bench}-{number}{SHEET_SUFFIX}"  # claimed above
     contact_sheet(scene, results, sheet)
+    if not has_gt:
+        print(
+            f"\nNo ground truth ({scene / 'target' / 'gt.png'}), so no scores: the contact sheet "
+            f"shows each method's best-ranked completions.\nCompletions: {results['RealFill']} "
+            f"(ranked: {results['RealFill'] / lr.SCORES_FILE})\n"
+            f"Contact sheet, un-tuned vs RealFill: {sheet}"
+        )
+        return
     table, unranked = summary(
         out / f"{report.stem}_scores.json", {"un-tuned base": "untuned", "RealFill": ""}
     )

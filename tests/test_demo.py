@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,14 +67,12 @@ def test_bad_scene_or_output_folder_stops_the_demo_before_anything_runs(tmp_path
     import demo
 
     scenes = tmp_path / "scenes"
-    shutil.copytree(ROOT / "data" / "Custom" / "1", scenes / "nogt")
-    (scenes / "nogt" / "target" / "gt.png").unlink()
     shutil.copytree(ROOT / "data" / "Custom" / "1", scenes / "ok")
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
     for scene, out, expected in (
-        ("nogt", tmp_path / "o1", "gt.png not found"),
+        ("absent", tmp_path / "o1", "not found"),
         ("ok", scenes / "ok" / "demo", "overlaps the scene"),
         ("ok", mine, "did not write"),
     ):
@@ -135,3 +134,44 @@ def test_contact_sheet_shows_unranked_completions_in_seed_order(tmp_path):
     first_ranked = cells[row + 30 : 2 * row - 10, 10:150].mean()
     first_unranked = cells[2 * row + 30 : 3 * row - 10, 10:150].mean()
     assert first_ranked > 200 and first_unranked < 40  # best-ranked (240) first; seed 0 (0) first
+
+
+def test_a_scene_without_ground_truth_is_ranked_and_shown_not_scored(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import demo
+
+    scene = tmp_path / "photos" / "kitchen"
+    shutil.copytree(ROOT / "data" / "Custom" / "1", scene)
+    (scene / "target" / "gt.png").unlink()
+    before = tree_digest(scene)
+    target = ru.load_image(scene / "target" / "target.png")
+    ran = []
+
+    def stage(name, command):  # train and infer faked; the benchmark's ranking is real
+        ran.append(name)
+        command = [str(part) for part in command]
+        out = Path(command[command.index("--output_dir") + 1]) if name != "rank" else None
+        if name == "train":
+            out.mkdir(parents=True)
+        elif name.startswith("infer"):
+            out.mkdir(parents=True)
+            for i in range(4):
+                target.rotate(i * 90 % 180).save(out / f"{i}.png")
+        else:
+            done = subprocess.run([sys.executable, *command], cwd=ROOT, timeout=300)
+            assert done.returncode == 0
+
+    monkeypatch.setattr(demo, "run", stage)
+    out = tmp_path / "demo"
+    argv = ["--scene", str(scene), "--output_dir", str(out), "--num_images", "4"]
+    assert demo.main(argv) == ru.EXIT_OK
+    assert ran == ["train", "infer (RealFill)", "infer (un-tuned base)", "rank"]
+    said = capsys.readouterr().out
+    assert "No ground truth" in said and "PSNR" not in said
+    for folder in ("Custom-kitchen-results", "Custom-kitchen-results-untuned"):
+        ranking = json.loads((out / "results" / folder / "loftr_ranking_scores.json").read_text())
+        assert sorted(c["image"] for c in ranking["candidates"]) == [f"{i}.png" for i in range(4)]
+    sheet = ru.load_image(out / "Custom-kitchen-untuned-vs-realfill.jpg")
+    assert sheet.height > 2 * sheet.width / 8  # target, then the two methods' rows
+    assert tree_digest(scene) == before
