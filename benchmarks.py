@@ -29,7 +29,7 @@ from pathlib import Path
 import realfill_utils as ru
 from benchmark.common import METRICS
 from benchmark.report import Summary, foreign_report_files, write_reports
-from benchmark.suite import RANKING_FILE, discover, evaluate, rank
+from benchmark.suite import NO_GT, RANKING_FILE, discover, evaluate, rank
 from loftr_ranking import MATCHERS
 from realfill_utils import NUM_IMAGES, SceneError
 
@@ -161,7 +161,8 @@ def run(args: argparse.Namespace, progress: bool = True) -> dict:
     gt_free = []
     folders, skipped = discover(args.results_base_dir, dataset_dirs, args.num_images, gt_free)
     for name, reason in skipped:
-        print(f"skipping {name}: {reason}", file=sys.stderr)
+        if not (args.rank_gt_free and NO_GT in reason):  # those are ranked below, as asked
+            print(f"skipping {name}: {reason}", file=sys.stderr)
     force = set(args.force_recalc)
     unranked = []  # (folder, why) where a ranking was asked for and failed
     if gt_free and args.rank_gt_free:
