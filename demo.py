@@ -85,6 +85,20 @@ def summary(scores_file: Path, folders: dict[str, str]) -> tuple[list[str], list
     return lines, unranked
 
 
+def current_ranking(folder: Path) -> list[str] | None:
+    """The ranking's order of the folder's completions, best first, if it ranks exactly the
+    completions there now (by content: a failed re-ranking leaves an older file behind)."""
+    from benchmark.suite import sha256_file
+
+    try:
+        candidates = json.loads((folder / lr.SCORES_FILE).read_text())["candidates"]
+        ranked = {c["image"]: c["sha256"] for c in candidates}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    now = {p.name: sha256_file(p) for p in ru.ranked_images(folder)}
+    return [c["image"] for c in candidates] if ranked == now else None
+
+
 def contact_sheet(scene: Path, folders: dict[str, Path], path: Path) -> None:
     """One image: target and ground truth, then each method's best-ranked completions."""
     from PIL import Image, ImageDraw
@@ -95,9 +109,8 @@ def contact_sheet(scene: Path, folders: dict[str, Path], path: Path) -> None:
     rows = [[target, ru.load_image(gt)] if gt.is_file() else [target]]
     labels = ["target, ground truth" if gt.is_file() else "target"]
     for label, folder in folders.items():
-        ranking = folder / lr.SCORES_FILE
-        if ranking.is_file():
-            names = [c["image"] for c in json.loads(ranking.read_text())["candidates"]]
+        names = current_ranking(folder)
+        if names is not None:
             labels.append(f"{label}, best-ranked first")
         else:  # the ranking failed (the summary says so): the first seeds
             names = [p.name for p in ru.numbered_images(folder)]
@@ -216,11 +229,16 @@ def demo(args: argparse.Namespace) -> None:
     has_gt = (scene / "target" / "gt.png").is_file()
     # without a ground truth there is nothing to score, but the ranking needs none
     metrics = ["PSNR", "SSIM", "LPIPS"] if has_gt else ["loftr"]
-    run("rank and measure" if has_gt else "rank", engine.benchmark_command(
-        out / "results", {dataset: view}, report, out / "benchmark_cache",
-        metrics=metrics, ranking_matcher=args.matcher, num_images=recipe.num_images,
-    ))  # fmt: skip
     sheet = out / f"{bench}-{number}{SHEET_SUFFIX}"  # claimed above
+    try:
+        run("rank and measure" if has_gt else "rank", engine.benchmark_command(
+            out / "results", {dataset: view}, report, out / "benchmark_cache",
+            metrics=metrics, ranking_matcher=args.matcher, num_images=recipe.num_images,
+        ))  # fmt: skip
+    except engine.StageFailed:  # a failed ranking (the scores' report says what it could)
+        contact_sheet(scene, results, sheet)
+        print(f"Contact sheet, un-tuned vs RealFill (seed order where not ranked): {sheet}")
+        raise
     contact_sheet(scene, results, sheet)
     if not has_gt:
         print(

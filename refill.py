@@ -64,8 +64,8 @@ def run_refill(args) -> dict:
             f"--scene_name {name!r}: use letters, digits, '_', '-' and '.' only (no path)"
         )
     if not RESULTS_PATTERN.match(f"{name}-results"):
-        print(
-            f"note: the results will be named {name}-results; benchmarks.py reads only "
+        ru.note(
+            f"the results will be named {name}-results; benchmarks.py reads only "
             "RealBench-<name>-results and Custom-<name>-results (<name>: letters, digits, _), "
             "so to compare the rounds with it, pass e.g. --scene_name Custom-kitchen"
         )

@@ -223,12 +223,15 @@ def set_up(args: argparse.Namespace) -> dict:
     ru.resolve_model_path(recipe["pretrained_model_name_or_path"])  # fail now, not per scene
     missing = unavailable(recipe["metrics"])  # now, not in each scene's last stage
     if missing:
+        why = "; ".join(f"{name}: {reason}" for name, reason in missing.items())
         kept = " ".join(m for m in recipe["metrics"] if m not in missing)
-        raise ru.SceneError(
-            "metrics unavailable here: "
-            + "; ".join(f"{name}: {why}" for name, why in missing.items())
-            + (f". Make them available, or leave them out: --metrics {kept}" if kept else "")
-        )
+        if old:  # its metrics are settled: the report marks these unavailable
+            ru.note(f"metrics unavailable here ({why}); the report will say so")
+        else:
+            raise ru.SceneError(
+                f"metrics unavailable here: {why}"
+                + (f". Make them available, or leave them out: --metrics {kept}" if kept else "")
+            )
     known = {f.name for f in fields(ru.Recipe)}
     engine.check_stage_args(  # the stages' own parsers, on the stored recipe: now, not per scene
         ru.Recipe.for_model(**{k: v for k, v in recipe.items() if k in known}),

@@ -45,8 +45,7 @@ CROP_RATIO = (3 / 4, 4 / 3)  # and its aspect-ratio range
 # Photos are reduced once, at load time, to a short side of SOURCE_FACTOR x the resolution (the
 # smallest crop, ~0.6 of it, is then still larger than the resolution: no detail is lost), but
 # never below MIN_SOURCE_SIDE, where drawing a batch costs little anyway. Drawn at full size,
-# 12 MP phone photos made each batch cost more CPU time than a GPU step takes
-# (perf/results/train_sampler.md).
+# 12 MP phone photos made each batch much slower to draw (perf/results/train_sampler.md).
 SOURCE_FACTOR, MIN_SOURCE_SIDE = 2, 1024
 MAX_RECTANGLES = 5  # random training masks: union of 1..MAX_RECTANGLES rectangles
 PREVIEW_SCHEDULER, PREVIEW_STEPS = "dpmsolver++", 25  # validation previews, not final results

@@ -125,15 +125,27 @@ def test_contact_sheet_shows_unranked_completions_in_seed_order(tmp_path):
         folder.mkdir()
         for i, grey in enumerate((0, 80, 160, 240)):
             target.point(lambda _, g=grey: g).save(folder / f"{i}.png")
-    order = [{"image": f"{i}.png"} for i in (3, 2, 1, 0)]
-    (folders["ranked"] / "loftr_ranking_scores.json").write_text(json.dumps({"candidates": order}))
+    from benchmark.suite import sha256_file
+
+    def rank(folder, order):
+        candidates = [{"image": f"{i}.png", "sha256": sha256_file(folder / f"{i}.png")}
+                      for i in order]  # fmt: skip
+        (folder / "loftr_ranking_scores.json").write_text(json.dumps({"candidates": candidates}))
+
+    def first_cells(sheet):
+        cells = np.asarray(ru.load_image(sheet), dtype=float)
+        row = cells.shape[0] // 3
+        return cells[row + 30 : 2 * row - 10, 10:150].mean(), cells[2 * row + 30 :, 10:150].mean()
+
+    rank(folders["ranked"], (3, 2, 1, 0))
     sheet = tmp_path / "sheet.jpg"
     demo.contact_sheet(scene, folders, sheet)  # no ranking file: no crash, seed order
-    cells = np.asarray(ru.load_image(sheet), dtype=float)
-    row = cells.shape[0] // 3
-    first_ranked = cells[row + 30 : 2 * row - 10, 10:150].mean()
-    first_unranked = cells[2 * row + 30 : 3 * row - 10, 10:150].mean()
+    first_ranked, first_unranked = first_cells(sheet)
     assert first_ranked > 200 and first_unranked < 40  # best-ranked (240) first; seed 0 (0) first
+    rank(folders["unranked"], (3, 2, 1, 0))
+    target.point(lambda _: 120).save(folders["unranked"] / "3.png")  # changed since: stale
+    demo.contact_sheet(scene, folders, sheet)
+    assert first_cells(sheet)[1] < 40  # a stale ranking is not used: seed order
 
 
 def test_a_scene_without_ground_truth_is_ranked_and_shown_not_scored(tmp_path, monkeypatch, capsys):
@@ -175,3 +187,14 @@ def test_a_scene_without_ground_truth_is_ranked_and_shown_not_scored(tmp_path, m
     sheet = ru.load_image(out / "Custom-kitchen-untuned-vs-realfill.jpg")
     assert sheet.height > 2 * sheet.width / 8  # target, then the two methods' rows
     assert tree_digest(scene) == before
+
+    def failing(name, command):  # a ranking that fails: the sheet is drawn all the same
+        if name == "rank":
+            raise demo.engine.StageFailed("benchmarks.py exited with status 1")
+        stage(name, command)
+
+    monkeypatch.setattr(demo, "run", failing)
+    shutil.rmtree(out)
+    assert demo.main(argv) != ru.EXIT_OK
+    assert (out / "Custom-kitchen-untuned-vs-realfill.jpg").is_file()
+    assert "demo stopped" in capsys.readouterr().err

@@ -275,6 +275,13 @@ def test_every_scene_is_validated_before_anything_starts(tmp_path, capsys, monke
     err = capsys.readouterr().err
     assert f"LPIPS: weights file {tmp_path / 'alexnet.pth'} not found" in err
     assert "leave them out: --metrics PSNR" in err and not (tmp_path / "m").exists()
+    # a run set up while they were there keeps its metrics: resumed, it says so and goes on
+    (tmp_path / "alexnet.pth").write_bytes(b"weights")
+    argv = ["slurm", "--realbench_dir", str(tmp_path), "--output_dir", str(tmp_path / "m")]
+    assert rb.main([*argv, *base, "--metrics", "PSNR", "LPIPS"]) == ru.EXIT_OK
+    (tmp_path / "alexnet.pth").unlink()
+    assert rb.main(argv[:1] + argv[3:]) == ru.EXIT_OK  # resumed with its stored recipe
+    assert "LPIPS: weights file" in capsys.readouterr().err
 
 
 def test_sigterm_stops_the_running_scene_and_starts_no_other(tiny_model, tmp_path):

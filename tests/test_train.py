@@ -97,6 +97,9 @@ def test_large_photos_are_reduced_once_and_the_hole_still_never_reaches_the_batc
 ):
     scene_a, scene_b = _scene_pair(tmp_path)  # b: random content inside the target's hole
     full = tr.SceneSampler(scene_a, 8)
+    for picture, image in zip(scene_a.references, full.images, strict=False):  # under the floor
+        exact = torch.from_numpy(np.asarray(picture, dtype=np.float32)).permute(2, 0, 1)
+        assert torch.equal(image, exact / 127.5 - 1.0)  # kept as decoded, not resampled
     monkeypatch.setattr(tr, "MIN_SOURCE_SIDE", 16)  # the test photos count as large
     sampler_a, sampler_b = tr.SceneSampler(scene_a, 8), tr.SceneSampler(scene_b, 8)
     for image, hole in zip(sampler_a.images, sampler_a.holes, strict=True):
