@@ -578,6 +578,14 @@ def atomic_write_json(obj, path: str | os.PathLike) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def write_results(md: Path, record: dict, lines: list[str]) -> None:
+    """A measurement's two results files, each atomic: `record` as md's .json, then `lines` as
+    the Markdown `md`."""
+    atomic_write_json(record, Path(md).with_suffix(".json"))
+    with atomic_path(md) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
 def atomic_save_image(image: Image.Image, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         image.save(tmp)

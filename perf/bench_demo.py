@@ -53,7 +53,8 @@ def main(argv=None) -> None:
         *table,
     ]
     md = ROOT / "perf" / "results" / "demo.md"
-    ru.atomic_write_json(
+    ru.write_results(
+        md,
         {
             "command": cmd,
             "seconds": seconds,
@@ -61,10 +62,8 @@ def main(argv=None) -> None:
             "stages": stages,
             "table": table,
         },
-        md.with_suffix(".json"),
+        lines,
     )
-    with ru.atomic_path(md) as out:
-        out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -188,9 +188,7 @@ def main(argv=None) -> None:
     lines = report(name, command, found, strength)
     stem = ROOT / "perf" / "results" / f"geo_limit_{name}"
     record = found | {"command": command, "strength": strength}
-    ru.atomic_write_json(record, stem.with_suffix(".json"))
-    with ru.atomic_path(stem.with_suffix(".md")) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+    ru.write_results(stem.with_suffix(".md"), record, lines)
     print("\n".join(lines))
 
 

@@ -624,7 +624,8 @@ def write_results(
     lines += orderings_table(scenes, kinds, table, args.num_images)
     lines += timing_lines(scenes, args, table, references, records)
     md = Path(results_dir) / f"{name}.md"
-    ru.atomic_write_json(
+    ru.write_results(
+        md,
         {
             "command": sys.argv,
             "settings": {k: str(v) for k, v in vars(args).items()},
@@ -639,10 +640,8 @@ def write_results(
             "warp_seconds": {s: rs[""].get("warp_seconds") for s, rs in records.items()},
             "goals_met": goals,
         },
-        md.with_suffix(".json"),
+        lines,
     )
-    with ru.atomic_path(md) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
     return md
 
 

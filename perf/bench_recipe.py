@@ -348,7 +348,8 @@ def main(argv=None) -> None:
         )
     lines += ["", f"Chosen --strength: **{best_strength}**."]
     md = ROOT / "perf" / "results" / "recipe.md"
-    ru.atomic_write_json(
+    ru.write_results(
+        md,
         {
             "command": sys.argv,
             "scores": {f"{n}|{s}": v for (n, s), v in table.items()},
@@ -360,10 +361,8 @@ def main(argv=None) -> None:
             "geometry_guided": {f"{n}|{s}": v for (n, s), v in guided.items()},
             "chosen_strength": best_strength,
         },
-        md.with_suffix(".json"),
+        lines,
     )
-    with ru.atomic_path(md) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     if not args.no_write:
         recipe = {

@@ -280,12 +280,11 @@ def main(argv=None) -> None:
         results.append(json.loads(done.read_text()))
     lines = report(args, entries, results)
     md = ROOT / "perf" / "results" / f"{args.name}.md"
-    ru.atomic_write_json(
+    ru.write_results(
+        md,
         {"command": sys.argv, "seed": args.seed, "scenes": entries, "results": results},
-        md.with_suffix(".json"),
+        lines,
     )
-    with ru.atomic_path(md) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
